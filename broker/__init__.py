@@ -1,0 +1,1 @@
+"""Vanta Vault broker: hands SOPS-encrypted secrets from Git to services holding scoped JWTs."""

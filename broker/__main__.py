@@ -1,0 +1,3 @@
+from broker.serve import main
+
+main()

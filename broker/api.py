@@ -1,0 +1,236 @@
+"""The /api/v1 routes: parse, call, serialise. Errors are raised, never built here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from flask import Blueprint, Response, current_app, g, request
+
+from broker import scope as names
+from broker.errors import (
+    BadRequest,
+    MethodNotAllowed,
+    NotFound,
+    PermissionDenied,
+    ScopeDenied,
+    TokenInvalid,
+    TokenRevoked,
+    UsageExhausted,
+)
+from broker.scope import ALL, environment_contains, pattern_contains, pattern_matches
+from broker.store import Snapshot
+from broker.tokens import Claims, MintRequest, mint, mint_answer, verify
+from broker.usage import MintedToken
+
+api = Blueprint("api", __name__, url_prefix="/api/v1")
+
+MAX_BATCH_KEYS = 1000
+
+
+def parts():  # the wired components, set by create_app
+    return current_app.extensions["vanta"]
+
+
+def json_response(body: Any, status: int = 200, secret: bool = False) -> Response:
+    response = Response(orjson.dumps(body), status=status, mimetype="application/json")
+    if secret:
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def audit(**fields: Any) -> None:
+    """Fill in this request's audit record (written once, after the answer is built)."""
+    g.audit.update(fields)
+
+
+def authenticate(permission: str | None) -> Claims:
+    """The caller's verified claims; 401 for any token fault, 403 if revoked or lacking
+    `permission`."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise TokenInvalid()
+    config = parts().config
+    claims = verify(
+        token.strip(), config.keyring, issuer=config.jwt_issuer, audience=config.jwt_audience
+    )
+    audit(jti=claims.jti, subject=claims.subject)
+    g.claims = claims
+    if parts().state.is_revoked(claims.jti):
+        raise TokenRevoked()
+    if permission is not None and not claims.has(permission):
+        raise PermissionDenied(f"the token lacks {permission}")
+    return claims
+
+
+def reject_reserved(environment: str) -> None:
+    if environment in names.RESERVED_ENVIRONMENTS:
+        raise MethodNotAllowed()
+
+
+def check_environment_scope(claims: Claims, environment: str) -> str:
+    names.check_environment(environment)
+    audit(environment=environment)
+    if not claims.scope.covers_environment(environment):
+        raise ScopeDenied("the environment is outside the token's scope")
+    return environment
+
+
+def snapshot_for(version: str | None) -> Snapshot:
+    store = parts().store
+    return store.served() if version is None else store.at_version(version)
+
+
+def count_use(claims: Claims) -> None:
+    """Use one of a limited token's uses; the use is given back if the answer never leaves."""
+    if claims.usage_limit is None:
+        return
+    if not parts().state.use_one(claims.jti, claims.usage_limit, claims.expires_at):
+        raise UsageExhausted()
+    g.used_jti = claims.jti
+
+
+def read_json_object() -> dict[str, Any]:
+    data = request.get_data(cache=False)
+    try:
+        body = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise BadRequest("the body must be valid JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    return body
+
+
+# -- tokens ---------------------------------------------------------------------------
+
+
+@api.post("/vault/tokens/generate")
+def generate_token() -> Response:
+    audit(event="token.generate")
+    issuer = authenticate("tokens:issue")
+    config = parts().config
+    wanted = MintRequest.from_json(read_json_object(), config.max_ttl_minutes)
+    audit(environment=wanted.scope.environment)
+    if not environment_contains(issuer.scope.environment, wanted.scope.environment):
+        raise ScopeDenied("the environment is outside the issuer's scope")
+    if not pattern_contains(issuer.scope.key_pattern, wanted.scope.key_pattern):
+        raise ScopeDenied("the key pattern is outside the issuer's pattern")
+    if not set(wanted.scope.permissions) <= set(issuer.scope.permissions):
+        raise ScopeDenied("the permissions exceed the issuer's")
+    token, claims = mint(
+        wanted,
+        config.keyring,
+        issuer=config.jwt_issuer,
+        audience=config.jwt_audience,
+        not_after=issuer.expires_at,
+    )
+    parts().state.record_minted(
+        MintedToken(claims.jti, claims.scope.environment, claims.scope.key_pattern,
+                    claims.expires_at)
+    )
+    audit(minted_jti=claims.jti, pattern=claims.scope.key_pattern)
+    return json_response(mint_answer(token, claims), status=201, secret=True)
+
+
+# -- reading secrets -----------------------------------------------------------------
+
+
+@api.get("/vault/<environment>/<path:key>")
+def read_secret(environment: str, key: str) -> Response:
+    audit(event="secret.read")
+    reject_reserved(environment)
+    claims = authenticate("secrets:read")
+    check_environment_scope(claims, environment)
+    names.check_key(key)
+    audit(key=key)
+    if not claims.scope.covers_key(key):
+        raise ScopeDenied("the key is outside the token's pattern")
+    snapshot = snapshot_for(request.args.get("version"))
+    audit(version=snapshot.version)
+    document = parts().store.document(snapshot, environment)
+    if key not in document:
+        raise NotFound(f"key {key!r} not found")
+    count_use(claims)
+    body = {
+        "environment": environment,
+        "key": key,
+        "value": document[key],
+        "version": snapshot.version,
+        "committed_at": snapshot.committed_at,
+    }
+    return json_response(body, secret=True)
+
+
+@api.get("/vault/<environment>")
+def list_keys(environment: str) -> Response:
+    audit(event="secret.list")
+    reject_reserved(environment)
+    claims = authenticate("secrets:list")
+    check_environment_scope(claims, environment)
+    pattern = names.check_pattern(request.args.get("pattern", ALL), "pattern")
+    audit(pattern=pattern)
+    snapshot = snapshot_for(None)
+    audit(version=snapshot.version)
+    document = parts().store.document(snapshot, environment)
+    keys = [
+        k for k in document if claims.scope.covers_key(k) and pattern_matches(pattern, k)
+    ]
+    return json_response({"environment": environment, "keys": keys, "version": snapshot.version})
+
+
+@api.post("/vault/<environment>/batch")
+def batch_read(environment: str) -> Response:
+    audit(event="secret.batch")
+    reject_reserved(environment)
+    claims = authenticate("secrets:read")
+    check_environment_scope(claims, environment)
+    body = read_json_object()
+    if set(body) - {"keys", "pattern"} or len(body) != 1:
+        raise BadRequest("the body must hold exactly one of keys and pattern")
+    snapshot = snapshot_for(None)
+    if "keys" in body:
+        wanted = body["keys"]
+        if not isinstance(wanted, list) or not 1 <= len(wanted) <= MAX_BATCH_KEYS:
+            raise BadRequest(f"keys must be a list of 1 to {MAX_BATCH_KEYS} key names")
+        for k in wanted:
+            names.check_key(k, "keys")
+        wanted = list(dict.fromkeys(wanted))
+        audit(keys=wanted)
+        if not all(claims.scope.covers_key(k) for k in wanted):
+            raise ScopeDenied("a key is outside the token's pattern")
+        audit(version=snapshot.version)
+        document = parts().store.document(snapshot, environment)
+        missing = [k for k in wanted if k not in document]
+        if missing:
+            raise NotFound(f"key {missing[0]!r} not found")
+    else:
+        pattern = names.check_pattern(body["pattern"], "pattern")
+        audit(pattern=pattern)
+        if not claims.has("secrets:list"):
+            raise PermissionDenied("a pattern batch needs secrets:list")
+        audit(version=snapshot.version)
+        document = parts().store.document(snapshot, environment)
+        wanted = [k for k in document if claims.scope.covers_key(k) and pattern_matches(pattern, k)]
+        audit(keys=wanted)
+    count_use(claims)
+    values = {k: document[k] for k in wanted}
+    body = {"environment": environment, "values": values, "version": snapshot.version}
+    return json_response(body, secret=True)
+
+
+@api.get("/history/<environment>/<path:key>")
+def key_history(environment: str, key: str) -> Response:
+    from broker.history import history_for_store
+
+    audit(event="secret.history")
+    claims = authenticate("secrets:list")
+    check_environment_scope(claims, environment)
+    names.check_key(key)
+    audit(key=key)
+    if not claims.scope.covers_key(key):
+        raise ScopeDenied("the key is outside the token's pattern")
+    snapshot = snapshot_for(None)
+    audit(version=snapshot.version)
+    versions = history_for_store(parts().store, snapshot, environment, key)
+    return json_response({"environment": environment, "key": key, "versions": versions})

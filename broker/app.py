@@ -1,0 +1,189 @@
+"""The application factory: wires config, store, token state and audit into Flask."""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from flask import Flask, Response, g, request
+from werkzeug.exceptions import HTTPException
+
+from broker.api import api, json_response
+from broker.audit import AuditLog, now_rfc3339_ms
+from broker.config import Config
+from broker.errors import ApiError, AuditUnavailable, StateUnavailable
+from broker.sops import Decryptor
+from broker.store import SecretStore
+from broker.usage import SqliteTokenState, TokenState
+
+log = logging.getLogger("vanta.broker")
+
+MAX_BODY_BYTES = 1024 * 1024
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "token_invalid",
+    403: "permission_denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+}
+_UNAUDITED = ("/api/v1/openapi.json",)
+
+
+@dataclass
+class Parts:
+    config: Config
+    store: SecretStore
+    state: TokenState
+    audit: AuditLog
+
+
+def create_app(
+    config: Config,
+    *,
+    store: SecretStore | None = None,
+    state: TokenState | None = None,
+    audit_log: AuditLog | None = None,
+) -> Flask:
+    """Build the broker. Components may be passed in (tests); otherwise built from config."""
+    app = Flask("vanta-broker")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.extensions["vanta"] = Parts(
+        config=config,
+        store=store or SecretStore.open(
+            config.sops_files_path,
+            config.git_ref,
+            Decryptor(
+                config.sops_bin,
+                cache=config.decrypt_cache,
+                age_key_file=str(config.sops_age_key_file) if config.sops_age_key_file else None,
+            ),
+        ),
+        state=state or SqliteTokenState(config.state_db),
+        audit=audit_log or AuditLog(config.audit_log, fsync=config.audit_fsync),
+    )
+    app.register_blueprint(api)
+    app.add_url_rule("/healthz", "healthz", lambda: json_response({"status": "ok"}))
+    app.register_error_handler(ApiError, _api_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected_error)
+    app.before_request(_begin)
+    app.after_request(_finish)
+    return app
+
+
+def error_response(status: int, code: str, message: str) -> Response:
+    g.error_code = code
+    body = {
+        "error": {"code": code, "message": message},
+        "request_id": getattr(g, "request_id", None),
+    }
+    return Response(orjson.dumps(body), status=status, mimetype="application/json")
+
+
+def _api_error(exc: ApiError) -> Response:
+    return error_response(exc.status, exc.code, exc.message)
+
+
+def _http_error(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    code = _HTTP_CODES.get(status, "bad_request" if status < 500 else "internal_error")
+    messages = {
+        404: "no such endpoint",
+        405: "method not allowed",
+        413: "request body over 1 MiB",
+    }
+    response = error_response(status, code, messages.get(status, "malformed request"))
+    if status == 405 and getattr(exc, "valid_methods", None):
+        response.headers["Allow"] = ", ".join(exc.valid_methods)
+    return response
+
+
+def _unexpected_error(exc: Exception) -> Response:
+    # Log where it broke, never the exception's text (it may quote a value).
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    log.error("unexpected %s in request %s\n%s", type(exc).__name__, g.get("request_id"), frames)
+    return error_response(500, "internal_error", "internal error")
+
+
+def _begin() -> None:
+    g.request_id = uuid.uuid4().hex
+    g.started = time.perf_counter()
+    g.audit = {"event": "request"}
+
+
+def _finish(response: Response) -> Response:
+    response.headers["X-Request-Id"] = g.get("request_id", "")
+    if request.path.startswith("/api/") and request.path not in _UNAUDITED:
+        response = _write_audit(response)
+    _log_request(response)
+    return response
+
+
+def _write_audit(response: Response) -> Response:
+    """Append this request's audit record; if that fails, no answer but a 503 leaves."""
+    parts: Parts = g_parts()
+    fields: dict[str, Any] = g.get("audit", {"event": "request"})
+    status = response.status_code
+    error = g.get("error_code") if status >= 400 else None
+    record = {
+        "ts": now_rfc3339_ms(),
+        "event": fields.get("event", "request"),
+        "request_id": g.get("request_id"),
+        "jti": fields.get("jti"),
+        "subject": fields.get("subject"),
+        "environment": fields.get("environment"),
+        "key": fields.get("key"),
+        "keys": fields.get("keys"),
+        "pattern": fields.get("pattern"),
+        "version": fields.get("version"),
+        "client_ip": request.remote_addr,
+        "outcome": "success" if status < 400 else (
+            "denied" if status in (401, 403, 409) else "error"
+        ),
+        "status": status,
+        "error": error,
+    }
+    if "minted_jti" in fields:
+        record["minted_jti"] = fields["minted_jti"]
+    try:
+        parts.audit.append(record)
+    except AuditUnavailable as exc:
+        _give_back_use(parts)
+        log.error("audit record could not be written; answering 503")
+        return error_response(exc.status, exc.code, exc.message)
+    return response
+
+
+def _give_back_use(parts: Parts) -> None:
+    jti = g.get("used_jti")
+    if jti:
+        try:
+            parts.state.give_back(jti)
+        except StateUnavailable:
+            log.error("could not give back a use after an audit failure")
+
+
+def g_parts() -> Parts:
+    from flask import current_app
+
+    return current_app.extensions["vanta"]
+
+
+def _log_request(response: Response) -> None:
+    rule = request.url_rule.rule if request.url_rule else "-"
+    claims = g.get("claims")
+    log.info(
+        "%s %s %d %.1fms request_id=%s jti=%s",
+        request.method,
+        rule,
+        response.status_code,
+        (time.perf_counter() - g.get("started", time.perf_counter())) * 1000,
+        g.get("request_id"),
+        claims.jti if claims else "-",
+    )

