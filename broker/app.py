@@ -13,6 +13,7 @@ import orjson
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
+from broker.admin_api import admin
 from broker.api import api, json_response
 from broker.audit import AuditLog, now_rfc3339_ms
 from broker.config import Config
@@ -67,6 +68,7 @@ def create_app(
         state=state or SqliteTokenState(config.state_db),
         audit=audit_log or AuditLog(config.audit_log, fsync=config.audit_fsync),
     )
+    app.register_blueprint(admin)
     app.register_blueprint(api)
     app.add_url_rule("/healthz", "healthz", lambda: json_response({"status": "ok"}))
     app.register_error_handler(ApiError, _api_error)
