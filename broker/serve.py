@@ -31,7 +31,8 @@ class _Gunicorn:  # built lazily so `--help` does not import gunicorn
         class Application(BaseApplication):
             def load_config(self) -> None:
                 for key, value in options.items():
-                    self.cfg.set(key, value)
+                    if key in self.cfg.settings:  # settings vary across gunicorn versions
+                        self.cfg.set(key, value)
 
             def load(self) -> Any:
                 return _make_app(config)
@@ -81,5 +82,6 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
             "loglevel": "info",
             "keepalive": 5,
             "graceful_timeout": 10,
+            "control_socket_disable": True,  # no runtime-control socket in $HOME
         },
     )
