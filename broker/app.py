@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
 import time
 import traceback
 import uuid
@@ -65,18 +67,79 @@ def create_app(
                 age_key_file=str(config.sops_age_key_file) if config.sops_age_key_file else None,
             ),
         ),
-        state=state or SqliteTokenState(config.state_db),
+        state=state or open_token_state(config),
         audit=audit_log or AuditLog(config.audit_log, fsync=config.audit_fsync),
     )
     app.register_blueprint(admin)
     app.register_blueprint(api)
     app.add_url_rule("/healthz", "healthz", lambda: json_response({"status": "ok"}))
+    app.add_url_rule("/readyz", "readyz", _readyz)
     app.register_error_handler(ApiError, _api_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
     app.before_request(_begin)
     app.after_request(_finish)
     return app
+
+
+def _readyz() -> Response:
+    """200 when tree, key, audit and state are all usable; else 503 naming what is not."""
+    parts = g_parts()
+    checks = {
+        "tree": _tree_ready,
+        "key": lambda: _key_ready(parts.config),
+        "audit": parts.audit.check,
+        "state": _state_ready,
+    }
+    failing = [name for name, check in checks.items() if not check()]
+    if failing:
+        return json_response({"status": "unready", "failing": failing}, status=503)
+    return json_response({"status": "ready"})
+
+
+_sops_runs: set[str] = set()
+
+
+def _key_ready(config: Config) -> bool:
+    """The sops binary runs (checked once per process) and the age key file is readable."""
+    if config.sops_bin not in _sops_runs:
+        try:
+            proc = subprocess.run(
+                [config.sops_bin, "--disable-version-check", "--version"],
+                capture_output=True, timeout=10, check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        if proc.returncode != 0:
+            return False
+        _sops_runs.add(config.sops_bin)
+    key_file = config.sops_age_key_file
+    return key_file is None or os.access(key_file, os.R_OK)
+
+
+def _tree_ready() -> bool:
+    try:
+        g_parts().store.served()
+    except ApiError:
+        return False
+    return True
+
+
+def _state_ready() -> bool:
+    try:
+        g_parts().state.ping()
+    except StateUnavailable:
+        return False
+    return True
+
+
+def open_token_state(config: Config) -> TokenState:
+    """Redis when VANTA_STATE_URL is set (several brokers), else the SQLite file."""
+    if config.state_url is not None:
+        from broker.usage_redis import RedisTokenState
+
+        return RedisTokenState(config.state_url.reveal())
+    return SqliteTokenState(config.state_db)
 
 
 def error_response(status: int, code: str, message: str) -> Response:

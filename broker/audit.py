@@ -55,10 +55,19 @@ class AuditLog:
             raise AuditUnavailable() from None
 
     def _open(self) -> int:
-        if self._fd is None or self._pid != os.getpid():
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            self._pid = os.getpid()
-            self._tail = None
+        """The file's descriptor, reopened after a fork or when the path now names another
+        file (moved or removed by an operator), so no record goes to an unlinked inode."""
+        if self._fd is not None and self._pid == os.getpid():
+            try:
+                if os.stat(self.path).st_ino == os.fstat(self._fd).st_ino:
+                    return self._fd
+            except OSError:
+                pass
+            os.close(self._fd)
+        self._fd = None
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._pid = os.getpid()
+        self._tail = None
         return self._fd
 
     class _Flock:
@@ -152,9 +161,9 @@ class AuditLog:
             raise AuditUnavailable() from None
 
     def check(self) -> bool:
-        """True when the audit file can be appended to."""
+        """True when the audit file can be opened for appending."""
         try:
             with self._locked():
-                return os.access(self.path, os.W_OK)
+                return True
         except OSError:
             return False

