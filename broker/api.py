@@ -126,8 +126,9 @@ def generate_token() -> Response:
         not_after=issuer.expires_at,
     )
     parts().state.record_minted(
-        MintedToken(claims.jti, claims.scope.environment, claims.scope.key_pattern,
-                    claims.expires_at)
+        MintedToken(
+            claims.jti, claims.scope.environment, claims.scope.key_pattern, claims.expires_at
+        )
     )
     audit(minted_jti=claims.jti, pattern=claims.scope.key_pattern)
     return json_response(mint_answer(token, claims), status=201, secret=True)
@@ -173,9 +174,7 @@ def list_keys(environment: str) -> Response:
     snapshot = snapshot_for(None)
     audit(version=snapshot.version)
     document = parts().store.document(snapshot, environment)
-    keys = [
-        k for k in document if claims.scope.covers_key(k) and pattern_matches(pattern, k)
-    ]
+    keys = [k for k in document if claims.scope.covers_key(k) and pattern_matches(pattern, k)]
     return json_response({"environment": environment, "keys": keys, "version": snapshot.version})
 
 

@@ -58,7 +58,8 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.extensions["vanta"] = Parts(
         config=config,
-        store=store or SecretStore.open(
+        store=store
+        or SecretStore.open(
             config.sops_files_path,
             config.git_ref,
             Decryptor(
@@ -106,7 +107,9 @@ def _key_ready(config: Config) -> bool:
         try:
             proc = subprocess.run(
                 [config.sops_bin, "--disable-version-check", "--version"],
-                capture_output=True, timeout=10, check=False,
+                capture_output=True,
+                timeout=10,
+                check=False,
             )
         except (OSError, subprocess.TimeoutExpired):
             return False
@@ -208,9 +211,9 @@ def _write_audit(response: Response) -> Response:
         "pattern": fields.get("pattern"),
         "version": fields.get("version"),
         "client_ip": request.remote_addr,
-        "outcome": "success" if status < 400 else (
-            "denied" if status in (401, 403, 409) else "error"
-        ),
+        "outcome": "success"
+        if status < 400
+        else ("denied" if status in (401, 403, 409) else "error"),
         "status": status,
         "error": error,
     }

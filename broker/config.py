@@ -142,9 +142,7 @@ class Config:
         """Build the configuration; raise ConfigError naming the variable that is wrong."""
         secrets_dir = Path(environ.get("VANTA_SOPS_FILES_PATH") or "secrets")
         if not secrets_dir.is_dir():
-            raise ConfigError(
-                f"VANTA_SOPS_FILES_PATH: {str(secrets_dir)!r} is not a directory"
-            )
+            raise ConfigError(f"VANTA_SOPS_FILES_PATH: {str(secrets_dir)!r} is not a directory")
         cache = environ.get("VANTA_DECRYPT_CACHE", "on").strip().lower() or "on"
         if cache not in ("on", "off"):
             raise ConfigError("VANTA_DECRYPT_CACHE must be on or off")

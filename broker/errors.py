@@ -69,7 +69,11 @@ class DecryptFailed(ApiError):
 
 
 class AuditUnavailable(ApiError):
-    status, code, default_message = 503, "audit_unavailable", "the audit record could not be written"
+    status, code, default_message = (
+        503,
+        "audit_unavailable",
+        "the audit record could not be written",
+    )
 
 
 class StateUnavailable(ApiError):

@@ -61,7 +61,12 @@ class MintRequest:
         if not isinstance(body, Mapping):
             raise BadRequest("the body must be a JSON object")
         unknown = set(body) - {
-            "subject", "environment", "key_pattern", "ttl_minutes", "usage_limit", "permissions"
+            "subject",
+            "environment",
+            "key_pattern",
+            "ttl_minutes",
+            "usage_limit",
+            "permissions",
         }
         if unknown:
             raise BadRequest(f"unknown field: {sorted(unknown)[0][:64]}")

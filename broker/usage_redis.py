@@ -72,9 +72,14 @@ class RedisTokenState:
     def record_minted(self, token: MintedToken) -> None:
         key = f"{_PREFIX}minted:{token.jti}"
         pipe = self._redis.pipeline()
-        pipe.hset(key, mapping={"environment": token.environment,
-                                "key_pattern": token.key_pattern,
-                                "expires_at": token.expires_at})
+        pipe.hset(
+            key,
+            mapping={
+                "environment": token.environment,
+                "key_pattern": token.key_pattern,
+                "expires_at": token.expires_at,
+            },
+        )
         pipe.expireat(key, token.expires_at + RETENTION_SECONDS)
         self._call(pipe.execute)
 
@@ -83,7 +88,9 @@ class RedisTokenState:
         if not row:
             return None
         return MintedToken(
-            jti, row[b"environment"].decode(), row[b"key_pattern"].decode(),
+            jti,
+            row[b"environment"].decode(),
+            row[b"key_pattern"].decode(),
             int(row[b"expires_at"]),
         )
 

@@ -44,7 +44,9 @@ def main() -> None:
     }
     env.pop("VANTA_JWT_SECRET_KEYS", None)
     request = MintRequest("dev-admin", Scope("*", "*", PERMISSIONS), 1440, None)
-    token, _ = mint(request, Keyring.from_env(env), issuer="vanta-vault", audience="vanta-vault-api")
+    token, _ = mint(
+        request, Keyring.from_env(env), issuer="vanta-vault", audience="vanta-vault-api"
+    )
     url = f"http://{HOST}:{PORT}"
     venv_bin = ROOT / ".venv" / "bin"
     print(

@@ -59,7 +59,12 @@ def age_key_file(tmp_path_factory: pytest.TempPathFactory, age_key: AgeKey) -> P
 def _sops_key_env(monkeypatch: pytest.MonkeyPatch, age_key_file: Path) -> None:
     # The CLI (like sops itself) takes the caller's key from SOPS_AGE_KEY_FILE.
     monkeypatch.setenv("SOPS_AGE_KEY_FILE", str(age_key_file))
-    client_vars = ("VANTA_TOKEN", "VANTA_BROKER_URL", "VANTA_JWT_SECRET_KEY", "VANTA_JWT_SECRET_KEYS")
+    client_vars = (
+        "VANTA_TOKEN",
+        "VANTA_BROKER_URL",
+        "VANTA_JWT_SECRET_KEY",
+        "VANTA_JWT_SECRET_KEYS",
+    )
     for name in client_vars:
         monkeypatch.delenv(name, raising=False)
     for name, value in GIT_ENV.items():
@@ -80,8 +85,17 @@ def git(repo: Path, *args: str, env: dict[str, str] | None = None) -> str:
 def sops_encrypt(repo: Path, relpath: str, data: dict[str, Any]) -> bytes:
     """Encrypt `data` as sops would for `relpath` under the repo's .sops.yaml."""
     proc = subprocess.run(
-        [SOPS_BIN, "encrypt", "--filename-override", relpath, "--input-type", "json",
-         "--output-type", "yaml", "/dev/stdin"],
+        [
+            SOPS_BIN,
+            "encrypt",
+            "--filename-override",
+            relpath,
+            "--input-type",
+            "json",
+            "--output-type",
+            "yaml",
+            "/dev/stdin",
+        ],
         input=json.dumps(data).encode(),
         capture_output=True,
         cwd=repo,
@@ -124,8 +138,7 @@ def make_secrets_repo(path: Path, recipient: str) -> SecretsRepo:
     path.mkdir(parents=True, exist_ok=True)
     git(path, "init", "-q", "-b", "main")
     (path / ".sops.yaml").write_text(
-        "creation_rules:\n"
-        f"  - path_regex: (^|/)secrets/[^/]+\\.enc\\.yaml$\n    age: {recipient}\n"
+        f"creation_rules:\n  - path_regex: (^|/)secrets/[^/]+\\.enc\\.yaml$\n    age: {recipient}\n"
     )
     (path / "secrets").mkdir()
     return SecretsRepo(path, recipient)
@@ -280,9 +293,21 @@ class RedisServer:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.directory)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

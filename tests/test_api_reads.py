@@ -79,11 +79,14 @@ def test_list_gives_names_inside_token_pattern_only(client, config):
 
 def test_batch_by_keys_and_by_pattern(client, config):
     token = make_token(config, environment="dev")
-    r = client.post("/api/v1/vault/dev/batch", json={"keys": ["PORT", "API_KEYS/openai"]},
-                    headers=bearer(token))
+    r = client.post(
+        "/api/v1/vault/dev/batch", json={"keys": ["PORT", "API_KEYS/openai"]}, headers=bearer(token)
+    )
     assert r.status_code == 200
     assert r.get_json()["values"] == {"PORT": 8080, "API_KEYS/openai": "sk-test-openai"}
-    r = client.post("/api/v1/vault/dev/batch", json={"pattern": "API_KEYS/*"}, headers=bearer(token))
+    r = client.post(
+        "/api/v1/vault/dev/batch", json={"pattern": "API_KEYS/*"}, headers=bearer(token)
+    )
     assert r.get_json()["values"] == {
         f"API_KEYS/{name}": value for name, value in DEV_SECRETS["API_KEYS"].items()
     }
@@ -93,8 +96,9 @@ def test_batch_by_keys_and_by_pattern(client, config):
 
 def test_batch_naming_a_missing_key_is_404_and_returns_nothing(client, config):
     token = make_token(config, environment="dev")
-    r = client.post("/api/v1/vault/dev/batch", json={"keys": ["PORT", "MISSING"]},
-                    headers=bearer(token))
+    r = client.post(
+        "/api/v1/vault/dev/batch", json={"keys": ["PORT", "MISSING"]}, headers=bearer(token)
+    )
     assert r.status_code == 404 and "8080" not in r.get_data(as_text=True)
 
 
@@ -104,10 +108,21 @@ def test_pattern_batch_needs_list_permission(client, config):
     assert r.status_code == 403 and r.get_json()["error"]["code"] == "permission_denied"
 
 
-@pytest.mark.parametrize("body", [
-    {}, {"keys": [], }, {"keys": ["A"], "pattern": "*"}, {"keys": "A"}, {"keys": [1]},
-    {"pattern": "[a]"}, {"keys": ["a" * 300]}, {"keys": ["x"] * 1001},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {
+            "keys": [],
+        },
+        {"keys": ["A"], "pattern": "*"},
+        {"keys": "A"},
+        {"keys": [1]},
+        {"pattern": "[a]"},
+        {"keys": ["a" * 300]},
+        {"keys": ["x"] * 1001},
+    ],
+)
 def test_malformed_batch_is_400(client, config, body):
     r = client.post("/api/v1/vault/dev/batch", json=body, headers=bearer(make_token(config)))
     assert r.status_code == 400 and r.get_json()["error"]["code"] == "bad_request"
@@ -118,8 +133,12 @@ def test_usage_limit_counts_successful_reads_only(client, config):
     assert client.get("/api/v1/vault/dev/MISSING", headers=bearer(token)).status_code == 404
     assert client.get("/api/v1/vault/dev/PORT", headers=bearer(token)).status_code == 200
     assert client.get("/api/v1/vault/dev?pattern=*", headers=bearer(token)).status_code == 200
-    assert client.post("/api/v1/vault/dev/batch", json={"keys": ["PORT"]},
-                       headers=bearer(token)).status_code == 200
+    assert (
+        client.post(
+            "/api/v1/vault/dev/batch", json={"keys": ["PORT"]}, headers=bearer(token)
+        ).status_code
+        == 200
+    )
     r = client.get("/api/v1/vault/dev/PORT", headers=bearer(token))
     assert r.status_code == 403 and r.get_json()["error"]["code"] == "usage_exhausted"
 

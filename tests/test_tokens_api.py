@@ -18,34 +18,47 @@ def generate(client, token, **body):
 
 
 def test_generate_answers_201_with_scope_details_and_working_token(client, config):
-    issuer = make_token(config, environment="prod", key_pattern="DATABASE_*",
-                        permissions=ISSUER_PERMS)
-    r = generate(client, issuer, subject="billing-api", environment="prod",
-                 key_pattern="DATABASE_URL", ttl_minutes=5, usage_limit=1)
+    issuer = make_token(
+        config, environment="prod", key_pattern="DATABASE_*", permissions=ISSUER_PERMS
+    )
+    r = generate(
+        client,
+        issuer,
+        subject="billing-api",
+        environment="prod",
+        key_pattern="DATABASE_URL",
+        ttl_minutes=5,
+        usage_limit=1,
+    )
     assert r.status_code == 201
     body = r.get_json()
     assert body["token_type"] == "Bearer" and 295 <= body["expires_in"] <= 300
     details = body["scope_details"]
     assert details["permissions"] == ["secrets:read"] and details["usage_limit"] == 1
     assert details["expires_at"].endswith("Z") and len(details["jti"]) >= 22
-    claims = jwt.decode(body["access_token"], SIGNING_KEY, algorithms=["HS256"],
-                        audience="vanta-vault-api")
+    claims = jwt.decode(
+        body["access_token"], SIGNING_KEY, algorithms=["HS256"], audience="vanta-vault-api"
+    )
     assert claims["scope"]["key_pattern"] == "DATABASE_URL" and claims["sub"] == "billing-api"
     child = body["access_token"]
     assert client.get("/api/v1/vault/prod/DATABASE_URL", headers=bearer(child)).status_code == 200
     assert client.get("/api/v1/vault/prod/DATABASE_URL", headers=bearer(child)).status_code == 403
 
 
-@pytest.mark.parametrize("wanted", [
-    {"environment": "dev", "key_pattern": "DATABASE_URL"},
-    {"environment": "*", "key_pattern": "DATABASE_URL"},
-    {"environment": "prod", "key_pattern": "*"},
-    {"environment": "prod", "key_pattern": "DATABASE*X"},
-    {"environment": "prod", "key_pattern": "DATABASE_URL", "permissions": ["audit:read"]},
-])
+@pytest.mark.parametrize(
+    "wanted",
+    [
+        {"environment": "dev", "key_pattern": "DATABASE_URL"},
+        {"environment": "*", "key_pattern": "DATABASE_URL"},
+        {"environment": "prod", "key_pattern": "*"},
+        {"environment": "prod", "key_pattern": "DATABASE*X"},
+        {"environment": "prod", "key_pattern": "DATABASE_URL", "permissions": ["audit:read"]},
+    ],
+)
 def test_child_must_lie_inside_issuer(client, config, wanted):
-    issuer = make_token(config, environment="prod", key_pattern="DATABASE_?*",
-                        permissions=ISSUER_PERMS)
+    issuer = make_token(
+        config, environment="prod", key_pattern="DATABASE_?*", permissions=ISSUER_PERMS
+    )
     r = generate(client, issuer, subject="s", **wanted)
     assert r.status_code == 403 and r.get_json()["error"]["code"] == "scope_denied"
 
@@ -62,34 +75,57 @@ def test_child_lifetime_is_cut_to_issuer_expiry(client, config):
     assert r.status_code == 201 and r.get_json()["expires_in"] <= 120
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"environment": "dev", "key_pattern": "*"}, "subject"),
-    ({"subject": "", "environment": "dev", "key_pattern": "*"}, "subject"),
-    ({"subject": "a\x00b", "environment": "dev", "key_pattern": "*"}, "subject"),
-    ({"subject": "s", "environment": "../etc", "key_pattern": "*"}, "environment"),
-    ({"subject": "s", "environment": "Dev", "key_pattern": "*"}, "environment"),
-    ({"subject": "s", "environment": "tokens", "key_pattern": "*"}, "environment"),
-    ({"subject": "s", "environment": "dev", "key_pattern": "[a-z]"}, "key_pattern"),
-    ({"subject": "s", "environment": "dev", "key_pattern": "*", "ttl_minutes": 0}, "ttl_minutes"),
-    ({"subject": "s", "environment": "dev", "key_pattern": "*", "ttl_minutes": 1441},
-     "ttl_minutes"),
-    ({"subject": "s", "environment": "dev", "key_pattern": "*", "ttl_minutes": 1.5},
-     "ttl_minutes"),
-    ({"subject": "s", "environment": "dev", "key_pattern": "*", "ttl_minutes": True},
-     "ttl_minutes"),
-    ({"subject": "s", "environment": "dev", "key_pattern": "*", "usage_limit": 0}, "usage_limit"),
-    ({"subject": "s", "environment": "dev", "key_pattern": "*", "usage_limit": False},
-     "usage_limit"),
-    ({"subject": "s", "environment": "dev", "key_pattern": "*", "usage_limit": 2.5},
-     "usage_limit"),
-    ({"subject": "s", "environment": "dev", "key_pattern": "*", "permissions": ["root"]},
-     "permissions"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"environment": "dev", "key_pattern": "*"}, "subject"),
+        ({"subject": "", "environment": "dev", "key_pattern": "*"}, "subject"),
+        ({"subject": "a\x00b", "environment": "dev", "key_pattern": "*"}, "subject"),
+        ({"subject": "s", "environment": "../etc", "key_pattern": "*"}, "environment"),
+        ({"subject": "s", "environment": "Dev", "key_pattern": "*"}, "environment"),
+        ({"subject": "s", "environment": "tokens", "key_pattern": "*"}, "environment"),
+        ({"subject": "s", "environment": "dev", "key_pattern": "[a-z]"}, "key_pattern"),
+        (
+            {"subject": "s", "environment": "dev", "key_pattern": "*", "ttl_minutes": 0},
+            "ttl_minutes",
+        ),
+        (
+            {"subject": "s", "environment": "dev", "key_pattern": "*", "ttl_minutes": 1441},
+            "ttl_minutes",
+        ),
+        (
+            {"subject": "s", "environment": "dev", "key_pattern": "*", "ttl_minutes": 1.5},
+            "ttl_minutes",
+        ),
+        (
+            {"subject": "s", "environment": "dev", "key_pattern": "*", "ttl_minutes": True},
+            "ttl_minutes",
+        ),
+        (
+            {"subject": "s", "environment": "dev", "key_pattern": "*", "usage_limit": 0},
+            "usage_limit",
+        ),
+        (
+            {"subject": "s", "environment": "dev", "key_pattern": "*", "usage_limit": False},
+            "usage_limit",
+        ),
+        (
+            {"subject": "s", "environment": "dev", "key_pattern": "*", "usage_limit": 2.5},
+            "usage_limit",
+        ),
+        (
+            {"subject": "s", "environment": "dev", "key_pattern": "*", "permissions": ["root"]},
+            "permissions",
+        ),
+    ],
+)
 def test_malformed_generate_is_400_naming_the_field(client, config, body, field):
     issuer = make_token(config, permissions=ISSUER_PERMS)
     r = client.post("/api/v1/vault/tokens/generate", json=body, headers=bearer(issuer))
     assert r.status_code == 400
-    assert r.get_json()["error"]["code"] == "bad_request" and field in r.get_json()["error"]["message"]
+    assert (
+        r.get_json()["error"]["code"] == "bad_request" and field in r.get_json()["error"]["message"]
+    )
 
 
 @pytest.mark.parametrize("raw", [b"{", b"[]", b"null", b"\xff\xfe", b'{"subject": 1e999}'])
@@ -102,8 +138,13 @@ def test_non_object_or_broken_json_is_400(client, config, raw):
 def _forge(config: Config, **changes) -> str:
     now = int(time.time())
     payload = {
-        "iss": "vanta-vault", "aud": "vanta-vault-api", "sub": "x", "iat": now, "nbf": now,
-        "exp": now + 600, "jti": "forged-jti-0001",
+        "iss": "vanta-vault",
+        "aud": "vanta-vault-api",
+        "sub": "x",
+        "iat": now,
+        "nbf": now,
+        "exp": now + 600,
+        "jti": "forged-jti-0001",
         "scope": {"environment": "*", "key_pattern": "*", "permissions": ["secrets:read"]},
     }
     key = changes.pop("_key", SIGNING_KEY)
@@ -125,10 +166,12 @@ BAD_TOKENS = {
     "no jti": lambda c: _forge(c, jti=None),
     "no scope": lambda c: _forge(c, scope=None),
     "no exp": lambda c: _forge(c, exp=None),
-    "bad scope": lambda c: _forge(c, scope={"environment": "../x", "key_pattern": "*",
-                                            "permissions": ["secrets:read"]}),
+    "bad scope": lambda c: _forge(
+        c, scope={"environment": "../x", "key_pattern": "*", "permissions": ["secrets:read"]}
+    ),
     "alg none": lambda c: jwt.encode(
-        jwt.decode(_forge(c), options={"verify_signature": False}), key=None, algorithm="none"),
+        jwt.decode(_forge(c), options={"verify_signature": False}), key=None, algorithm="none"
+    ),
     "HS512": lambda c: _forge(c, _alg="HS512"),
     "garbage": lambda c: "not.a.jwt",
     "huge": lambda c: "a" * 20000,
@@ -149,15 +192,18 @@ def test_clock_skew_under_30s_is_tolerated(client, config):
     assert client.get("/api/v1/vault/dev/PORT", headers=bearer(token)).status_code == 200
 
 
-@pytest.mark.parametrize("method, path, status", [
-    ("GET", "/api/v1/vault/tokens/generate", 405),
-    ("GET", "/api/v1/vault/tokens/anything/else", 405),
-    ("GET", "/api/v1/vault/tokens", 405),
-    ("DELETE", "/api/v1/vault/dev/PORT", 405),
-    ("PUT", "/api/v1/vault/dev/batch", 405),
-    ("GET", "/api/v1/nothing/here", 404),
-    ("GET", "/nothing", 404),
-])
+@pytest.mark.parametrize(
+    "method, path, status",
+    [
+        ("GET", "/api/v1/vault/tokens/generate", 405),
+        ("GET", "/api/v1/vault/tokens/anything/else", 405),
+        ("GET", "/api/v1/vault/tokens", 405),
+        ("DELETE", "/api/v1/vault/dev/PORT", 405),
+        ("PUT", "/api/v1/vault/dev/batch", 405),
+        ("GET", "/api/v1/nothing/here", 404),
+        ("GET", "/nothing", 404),
+    ],
+)
 def test_routing_comes_before_authentication(client, config, method, path, status):
     r = client.open(path, method=method, headers={"Authorization": "Bearer junk"})
     assert r.status_code == status
@@ -184,15 +230,26 @@ def test_generate_is_audited_with_issuer_and_minted_jti(client, config):
     assert r.get_json()["access_token"] not in config.audit_log.read_text()
 
 
-@pytest.mark.parametrize("environ, fragment", [
-    ({}, "VANTA_JWT_SECRET_KEY"),
-    ({"VANTA_JWT_SECRET_KEY": "short"}, "at least 32 bytes"),
-    ({"VANTA_JWT_SECRET_KEY": "k" * 32, "VANTA_JWT_SECRET_KEYS": "a:" + "k" * 32}, "exactly one"),
-    ({"VANTA_JWT_SECRET_KEYS": "a:" + "k" * 10}, "at least 32 bytes"),
-    ({"VANTA_JWT_SECRET_KEY": "k" * 32, "VANTA_SOPS_FILES_PATH": "/no/such/dir"},
-     "VANTA_SOPS_FILES_PATH"),
-    ({"VANTA_JWT_SECRET_KEY": "k" * 32, "VANTA_MAX_TTL_MINUTES": "ten"}, "VANTA_MAX_TTL_MINUTES"),
-])
+@pytest.mark.parametrize(
+    "environ, fragment",
+    [
+        ({}, "VANTA_JWT_SECRET_KEY"),
+        ({"VANTA_JWT_SECRET_KEY": "short"}, "at least 32 bytes"),
+        (
+            {"VANTA_JWT_SECRET_KEY": "k" * 32, "VANTA_JWT_SECRET_KEYS": "a:" + "k" * 32},
+            "exactly one",
+        ),
+        ({"VANTA_JWT_SECRET_KEYS": "a:" + "k" * 10}, "at least 32 bytes"),
+        (
+            {"VANTA_JWT_SECRET_KEY": "k" * 32, "VANTA_SOPS_FILES_PATH": "/no/such/dir"},
+            "VANTA_SOPS_FILES_PATH",
+        ),
+        (
+            {"VANTA_JWT_SECRET_KEY": "k" * 32, "VANTA_MAX_TTL_MINUTES": "ten"},
+            "VANTA_MAX_TTL_MINUTES",
+        ),
+    ],
+)
 def test_config_refuses_to_start_naming_the_variable(secrets_repo, environ, fragment):
     environ = {"VANTA_SOPS_FILES_PATH": str(secrets_repo.secrets_dir), **environ}
     with pytest.raises(ConfigError, match=fragment.replace("*", r"\*")):
@@ -200,6 +257,10 @@ def test_config_refuses_to_start_naming_the_variable(secrets_repo, environ, frag
 
 
 def test_config_repr_never_shows_the_signing_key(secrets_repo):
-    config = Config.from_env({"VANTA_JWT_SECRET_KEY": SIGNING_KEY,
-                              "VANTA_SOPS_FILES_PATH": str(secrets_repo.secrets_dir)})
+    config = Config.from_env(
+        {
+            "VANTA_JWT_SECRET_KEY": SIGNING_KEY,
+            "VANTA_SOPS_FILES_PATH": str(secrets_repo.secrets_dir),
+        }
+    )
     assert SIGNING_KEY not in repr(config) and "<SECRET>" in repr(config)
