@@ -20,8 +20,10 @@ from broker.api import api, json_response
 from broker.audit import AuditLog, now_rfc3339_ms
 from broker.config import Config
 from broker.errors import ApiError, AuditUnavailable, StateUnavailable
+from broker.remote import Poller, RemoteMirror, RemoteTree, SyncOutcome
 from broker.sops import Decryptor
 from broker.store import SecretStore
+from broker.sync_api import sync
 from broker.usage import SqliteTokenState, TokenState
 
 log = logging.getLogger("vanta.broker")
@@ -44,6 +46,7 @@ class Parts:
     store: SecretStore
     state: TokenState
     audit: AuditLog
+    mirror: RemoteMirror | None = None
 
 
 def create_app(
@@ -52,26 +55,38 @@ def create_app(
     store: SecretStore | None = None,
     state: TokenState | None = None,
     audit_log: AuditLog | None = None,
+    background: bool = True,
 ) -> Flask:
-    """Build the broker. Components may be passed in (tests); otherwise built from config."""
+    """Build the broker. Components may be passed in (tests); otherwise built from config.
+    `background` starts the Git remote poller (when configured)."""
     app = Flask("vanta-broker")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    app.extensions["vanta"] = Parts(
+    decryptor = Decryptor(
+        config.sops_bin,
+        cache=config.decrypt_cache,
+        age_key_file=str(config.sops_age_key_file) if config.sops_age_key_file else None,
+    )
+    mirror = None
+    if store is None and config.git_remote is not None:
+        mirror = RemoteMirror(
+            config.git_remote.reveal(),
+            config.git_branch,
+            config.git_cache,
+            config.git_allowed_signers,
+        )
+        store = SecretStore(RemoteTree(mirror, config.sops_files_path.as_posix()), decryptor)
+    parts = Parts(
         config=config,
-        store=store
-        or SecretStore.open(
-            config.sops_files_path,
-            config.git_ref,
-            Decryptor(
-                config.sops_bin,
-                cache=config.decrypt_cache,
-                age_key_file=str(config.sops_age_key_file) if config.sops_age_key_file else None,
-            ),
-        ),
+        store=store or SecretStore.open(config.sops_files_path, config.git_ref, decryptor),
         state=state or open_token_state(config),
         audit=audit_log or AuditLog(config.audit_log, fsync=config.audit_fsync),
+        mirror=mirror,
     )
+    app.extensions["vanta"] = parts
+    if mirror is not None:
+        _start_following(parts, background)
     app.register_blueprint(admin)
+    app.register_blueprint(sync)
     app.register_blueprint(api)
     app.add_url_rule("/healthz", "healthz", lambda: json_response({"status": "ok"}))
     app.add_url_rule("/readyz", "readyz", _readyz)
@@ -136,6 +151,39 @@ def _state_ready() -> bool:
     return True
 
 
+def _start_following(parts: Parts, background: bool) -> None:
+    """Fetch once at start-up; then poll on the interval (0: only on the webhook)."""
+    mirror = parts.mirror
+    assert mirror is not None
+
+    def record_refusal(outcome: SyncOutcome) -> None:
+        record = {
+            "ts": now_rfc3339_ms(),
+            "event": "git.sync",
+            "request_id": None,
+            "jti": None,
+            "subject": None,
+            "environment": None,
+            "key": None,
+            "version": outcome.version,
+            "client_ip": None,
+            "outcome": "denied",
+            "status": 409,
+            "error": outcome.refused,
+            "refused_commit": outcome.refused_commit,
+        }
+        try:
+            parts.audit.append(record)
+        except AuditUnavailable:
+            log.error("could not audit a refused sync")
+
+    outcome = mirror.sync()
+    if outcome is not None and outcome.refused and outcome.first_refusal:
+        record_refusal(outcome)
+    if background and parts.config.git_poll_seconds > 0:
+        Poller(mirror, parts.config.git_poll_seconds, record_refusal).start()
+
+
 def open_token_state(config: Config) -> TokenState:
     """Redis when VANTA_STATE_URL is set (several brokers), else the SQLite file."""
     if config.state_url is not None:
@@ -145,17 +193,20 @@ def open_token_state(config: Config) -> TokenState:
     return SqliteTokenState(config.state_db)
 
 
-def error_response(status: int, code: str, message: str) -> Response:
+def error_response(
+    status: int, code: str, message: str, extra: dict[str, Any] | None = None
+) -> Response:
     g.error_code = code
     body = {
         "error": {"code": code, "message": message},
+        **(extra or {}),
         "request_id": getattr(g, "request_id", None),
     }
     return Response(orjson.dumps(body), status=status, mimetype="application/json")
 
 
 def _api_error(exc: ApiError) -> Response:
-    return error_response(exc.status, exc.code, exc.message)
+    return error_response(exc.status, exc.code, exc.message, exc.extra())
 
 
 def _http_error(exc: HTTPException) -> Response:

@@ -107,6 +107,10 @@ def _flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be on or off, not {raw!r}")
 
 
+def _optional_secret(raw: str | None) -> SecretValue | None:
+    return SecretValue(raw) if raw else None
+
+
 def _state_url(raw: str | None) -> SecretValue | None:
     if not raw:
         return None
@@ -136,12 +140,22 @@ class Config:
     sops_age_key_file: Path | None = None
     decrypt_cache: bool = True
     state_url: SecretValue | None = None  # redis://[:password@]host:port/db
+    git_remote: SecretValue | None = None  # a URL may carry credentials
+    git_branch: str = "main"
+    git_poll_seconds: int = 30
+    git_cache: Path = Path("state/git-cache")
+    webhook_secret: SecretValue | None = None
+    git_allowed_signers: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Config:
         """Build the configuration; raise ConfigError naming the variable that is wrong."""
         secrets_dir = Path(environ.get("VANTA_SOPS_FILES_PATH") or "secrets")
-        if not secrets_dir.is_dir():
+        remote = environ.get("VANTA_GIT_REMOTE") or None
+        signers = environ.get("VANTA_GIT_ALLOWED_SIGNERS") or None
+        if signers and not Path(signers).is_file():
+            raise ConfigError(f"VANTA_GIT_ALLOWED_SIGNERS: {signers!r} is not a file")
+        if remote is None and not secrets_dir.is_dir():
             raise ConfigError(f"VANTA_SOPS_FILES_PATH: {str(secrets_dir)!r} is not a directory")
         cache = environ.get("VANTA_DECRYPT_CACHE", "on").strip().lower() or "on"
         if cache not in ("on", "off"):
@@ -161,4 +175,10 @@ class Config:
             sops_age_key_file=Path(key_file) if key_file else None,
             decrypt_cache=cache == "on",
             state_url=_state_url(environ.get("VANTA_STATE_URL")),
+            git_remote=SecretValue(remote) if remote else None,
+            git_branch=environ.get("VANTA_GIT_BRANCH") or "main",
+            git_poll_seconds=_int(environ, "VANTA_GIT_POLL_SECONDS", 30, minimum=0),
+            git_cache=Path(environ.get("VANTA_GIT_CACHE") or "state/git-cache"),
+            webhook_secret=_optional_secret(environ.get("VANTA_WEBHOOK_SECRET")),
+            git_allowed_signers=Path(signers) if signers else None,
         )

@@ -12,7 +12,10 @@ ApiError
  ├── PayloadTooLarge     413 payload_too_large
  ├── DecryptFailed       503 decrypt_failed
  ├── AuditUnavailable    503 audit_unavailable
- └── StateUnavailable    503 state_unavailable
+ ├── StateUnavailable    503 state_unavailable
+ ├── SyncFailed          503 sync_failed (TreeUnavailable: nothing served yet)
+ ├── SignatureInvalid    401 signature_invalid
+ └── SyncRefused         409 non_fast_forward | unsigned_commit
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ class ApiError(Exception):
     def __init__(self, message: str | None = None) -> None:
         self.message = message or self.default_message
         super().__init__(self.message)
+
+    def extra(self) -> dict[str, object]:
+        """Fields the error body carries beside `error` and `request_id`."""
+        return {}
 
 
 class BadRequest(ApiError):
@@ -78,3 +85,29 @@ class AuditUnavailable(ApiError):
 
 class StateUnavailable(ApiError):
     status, code, default_message = 503, "state_unavailable", "the token state store is unavailable"
+
+
+class SyncFailed(ApiError):
+    status, code, default_message = 503, "sync_failed", "the Git remote could not be fetched"
+
+
+class TreeUnavailable(SyncFailed):
+    default_message = "no commit is being served yet"
+
+
+class SignatureInvalid(ApiError):
+    status, code, default_message = 401, "signature_invalid", "missing or invalid webhook signature"
+
+
+class SyncRefused(ApiError):
+    """A fetched commit that may not be served: not a fast-forward, or not signed."""
+
+    status = 409
+
+    def __init__(self, code: str, message: str, version: str | None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.version = version
+
+    def extra(self) -> dict[str, object]:
+        return {"version": self.version}
