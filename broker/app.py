@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import subprocess
 import time
 import traceback
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -19,11 +20,12 @@ from broker.admin_api import admin
 from broker.api import api, json_response
 from broker.audit import AuditLog, now_rfc3339_ms
 from broker.config import Config
-from broker.errors import ApiError, AuditUnavailable, StateUnavailable
-from broker.remote import Poller, RemoteMirror, RemoteTree, SyncOutcome
+from broker.errors import ApiError, AuditUnavailable, StateUnavailable, TokenInvalid
+from broker.metrics import Metrics
+from broker.remote import Poller, RemoteMirror, RemoteTree
 from broker.sops import Decryptor
 from broker.store import SecretStore
-from broker.sync_api import sync
+from broker.sync_api import note_sync, sync
 from broker.usage import SqliteTokenState, TokenState
 
 log = logging.getLogger("vanta.broker")
@@ -46,6 +48,7 @@ class Parts:
     store: SecretStore
     state: TokenState
     audit: AuditLog
+    metrics: Metrics = field(default_factory=Metrics)
     mirror: RemoteMirror | None = None
 
 
@@ -90,12 +93,25 @@ def create_app(
     app.register_blueprint(api)
     app.add_url_rule("/healthz", "healthz", lambda: json_response({"status": "ok"}))
     app.add_url_rule("/readyz", "readyz", _readyz)
+    app.add_url_rule("/metrics", "metrics", _metrics)
     app.register_error_handler(ApiError, _api_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
     app.before_request(_begin)
     app.after_request(_finish)
     return app
+
+
+def _metrics() -> Response:
+    """Prometheus text; with VANTA_METRICS_TOKEN set, only for that bearer."""
+    parts = g_parts()
+    expected = parts.config.metrics_token
+    if expected is not None:
+        given = request.headers.get("Authorization", "").encode("utf-8", "replace")
+        if not hmac.compare_digest(given, b"Bearer " + expected.reveal().encode()):
+            raise TokenInvalid()
+    body, content_type = parts.metrics.render()
+    return Response(body, content_type=content_type)
 
 
 def _readyz() -> Response:
@@ -155,33 +171,15 @@ def _start_following(parts: Parts, background: bool) -> None:
     """Fetch once at start-up; then poll on the interval (0: only on the webhook)."""
     mirror = parts.mirror
     assert mirror is not None
-
-    def record_refusal(outcome: SyncOutcome) -> None:
-        record = {
-            "ts": now_rfc3339_ms(),
-            "event": "git.sync",
-            "request_id": None,
-            "jti": None,
-            "subject": None,
-            "environment": None,
-            "key": None,
-            "version": outcome.version,
-            "client_ip": None,
-            "outcome": "denied",
-            "status": 409,
-            "error": outcome.refused,
-            "refused_commit": outcome.refused_commit,
-        }
-        try:
-            parts.audit.append(record)
-        except AuditUnavailable:
-            log.error("could not audit a refused sync")
-
     outcome = mirror.sync()
-    if outcome is not None and outcome.refused and outcome.first_refusal:
-        record_refusal(outcome)
+    if outcome is not None:
+        note_sync(parts, outcome, from_poll=True)
     if background and parts.config.git_poll_seconds > 0:
-        Poller(mirror, parts.config.git_poll_seconds, record_refusal).start()
+        Poller(
+            mirror,
+            parts.config.git_poll_seconds,
+            lambda outcome: note_sync(parts, outcome, from_poll=True),
+        ).start()
 
 
 def open_token_state(config: Config) -> TokenState:
@@ -236,12 +234,26 @@ def _begin() -> None:
     g.audit = {"event": "request"}
 
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def _finish(response: Response) -> Response:
     response.headers["X-Request-Id"] = g.get("request_id", "")
     if request.path.startswith("/api/") and request.path not in _UNAUDITED:
         response = _write_audit(response)
+    _count(response)
     _log_request(response)
     return response
+
+
+def _count(response: Response) -> None:
+    metrics = g_parts().metrics
+    endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+    method = request.method if request.method in _METHODS else "other"
+    metrics.requests.labels(endpoint, method, str(response.status_code)).inc()
+    metrics.duration.labels(endpoint).observe(time.perf_counter() - g.get("started", 0.0))
+    if g.get("error_code") == "usage_exhausted":
+        metrics.usage_exhausted.inc()
 
 
 def _write_audit(response: Response) -> Response:
@@ -273,6 +285,7 @@ def _write_audit(response: Response) -> Response:
     try:
         parts.audit.append(record)
     except AuditUnavailable as exc:
+        parts.metrics.audit_write_failures.inc()
         _give_back_use(parts)
         log.error("audit record could not be written; answering 503")
         return error_response(exc.status, exc.code, exc.message)

@@ -146,6 +146,7 @@ class Config:
     git_cache: Path = Path("state/git-cache")
     webhook_secret: SecretValue | None = None
     git_allowed_signers: Path | None = None
+    metrics_token: SecretValue | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Config:
@@ -181,4 +182,5 @@ class Config:
             git_cache=Path(environ.get("VANTA_GIT_CACHE") or "state/git-cache"),
             webhook_secret=_optional_secret(environ.get("VANTA_WEBHOOK_SECRET")),
             git_allowed_signers=Path(signers) if signers else None,
+            metrics_token=_optional_secret(environ.get("VANTA_METRICS_TOKEN")),
         )

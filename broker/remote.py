@@ -195,15 +195,14 @@ class RemoteTree(GitTree):
 
 
 class Poller:
-    """Syncs every `interval` seconds in a daemon thread; `on_refusal` hears of each
-    refused commit once."""
+    """Syncs every `interval` seconds in a daemon thread; `on_sync` hears of each sync."""
 
     def __init__(
-        self, mirror: RemoteMirror, interval: int, on_refusal: Callable[[SyncOutcome], None]
+        self, mirror: RemoteMirror, interval: int, on_sync: Callable[[SyncOutcome], None]
     ) -> None:
         self.mirror = mirror
         self.interval = interval
-        self.on_refusal = on_refusal
+        self.on_sync = on_sync
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="vanta-git-poll", daemon=True)
 
@@ -220,5 +219,5 @@ class Poller:
             except (OSError, subprocess.SubprocessError):
                 log.error("git poll failed")
                 continue
-            if outcome is not None and outcome.refused and outcome.first_refusal:
-                self.on_refusal(outcome)
+            if outcome is not None:
+                self.on_sync(outcome)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import shutil
+import tempfile
 import sys
 from typing import Any
 
@@ -48,10 +51,16 @@ def main() -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8200, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64),
-              help="Worker processes.")
-@click.option("--threads", default=DEFAULT_THREADS, show_default=True,
-              type=click.IntRange(1, 256), help="Threads per worker.")
+@click.option(
+    "--workers", default=2, show_default=True, type=click.IntRange(1, 64), help="Worker processes."
+)
+@click.option(
+    "--threads",
+    default=DEFAULT_THREADS,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="Threads per worker.",
+)
 def serve(host: str, port: int, workers: int, threads: int) -> None:
     """Serve the broker with gunicorn.
 
@@ -64,7 +73,14 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
     except ConfigError as exc:
         click.echo(f"vanta-broker: {exc}", err=True)
         sys.exit(1)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # prometheus_client chooses multiprocess mode when it is imported, from this variable:
+    # a fresh private directory, set before the app (and so any worker) imports it.
+    metrics_dir = tempfile.mkdtemp(prefix="vanta-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    atexit.register(shutil.rmtree, metrics_dir, ignore_errors=True)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s [%(process)d] %(name)s %(levelname)s %(message)s"
+    )
     # Open the stores once in the master so a broken state or audit path stops start-up here.
     try:
         _make_app(config)

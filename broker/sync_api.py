@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
+from typing import Any
 
 from flask import Blueprint, Response, request
 
 from broker.api import audit, json_response, parts
-from broker.errors import NotFound, SignatureInvalid, SyncFailed, SyncRefused
+from broker.audit import now_rfc3339_ms
+from broker.errors import AuditUnavailable, NotFound, SignatureInvalid, SyncFailed, SyncRefused
+from broker.remote import SyncOutcome
 
 sync = Blueprint("sync", __name__, url_prefix="/api/v1")
+log = logging.getLogger("vanta.remote")
 
 _REFUSALS = {
     "non_fast_forward": "the remote's commit does not fast-forward from the served one",
@@ -33,6 +38,7 @@ def sync_webhook() -> Response:
         raise SignatureInvalid()
     outcome = mirror.sync()
     assert outcome is not None  # a blocking sync always runs
+    note_sync(parts(), outcome, from_poll=False)
     audit(version=outcome.version)
     if outcome.failed:
         raise SyncFailed()
@@ -40,3 +46,32 @@ def sync_webhook() -> Response:
         audit(refused_commit=outcome.refused_commit)
         raise SyncRefused(outcome.refused, _REFUSALS[outcome.refused], outcome.version)
     return json_response({"version": outcome.version})
+
+
+def note_sync(parts: Any, outcome: SyncOutcome, from_poll: bool) -> None:
+    """Count a sync; a refusal found by the poll is audited once per refused commit
+    (a webhook's refusal is audited with its request)."""
+    result = "failed" if outcome.failed else "refused" if outcome.refused else "success"
+    parts.metrics.git_sync.labels(result=result).inc()
+    if not (from_poll and outcome.refused and outcome.first_refusal):
+        return
+    record = {
+        "ts": now_rfc3339_ms(),
+        "event": "git.sync",
+        "request_id": None,
+        "jti": None,
+        "subject": None,
+        "environment": None,
+        "key": None,
+        "version": outcome.version,
+        "client_ip": None,
+        "outcome": "denied",
+        "status": 409,
+        "error": outcome.refused,
+        "refused_commit": outcome.refused_commit,
+    }
+    try:
+        parts.audit.append(record)
+    except AuditUnavailable:
+        parts.metrics.audit_write_failures.inc()
+        log.error("could not audit a refused sync")
