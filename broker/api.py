@@ -13,6 +13,7 @@ from broker.errors import (
     MethodNotAllowed,
     NotFound,
     PermissionDenied,
+    RateLimited,
     ScopeDenied,
     TokenInvalid,
     TokenRevoked,
@@ -57,6 +58,11 @@ def authenticate(permission: str | None) -> Claims:
     )
     audit(jti=claims.jti, subject=claims.subject)
     g.claims = claims
+    limits = parts().limits
+    if limits is not None:
+        retry_after = limits.hit_token(claims.jti)
+        if retry_after is not None:
+            raise RateLimited(retry_after)
     if parts().state.is_revoked(claims.jti):
         raise TokenRevoked()
     if permission is not None and not claims.has(permission):

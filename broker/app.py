@@ -14,14 +14,17 @@ from typing import Any
 
 import orjson
 from flask import Flask, Response, g, request
+from limits.storage import Storage
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from broker.admin_api import admin
 from broker.api import api, json_response
 from broker.audit import AuditLog, now_rfc3339_ms
 from broker.config import Config
-from broker.errors import ApiError, AuditUnavailable, StateUnavailable, TokenInvalid
+from broker.errors import ApiError, AuditUnavailable, RateLimited, StateUnavailable, TokenInvalid
 from broker.metrics import Metrics
+from broker.ratelimit import RateLimits, SqliteLimitStorage, parse_rate
 from broker.remote import Poller, RemoteMirror, RemoteTree
 from broker.sops import Decryptor
 from broker.store import SecretStore
@@ -49,6 +52,7 @@ class Parts:
     state: TokenState
     audit: AuditLog
     metrics: Metrics = field(default_factory=Metrics)
+    limits: RateLimits | None = None
     mirror: RemoteMirror | None = None
 
 
@@ -85,7 +89,11 @@ def create_app(
         audit=audit_log or AuditLog(config.audit_log, fsync=config.audit_fsync),
         mirror=mirror,
     )
+    parts.limits = open_rate_limits(config)
     app.extensions["vanta"] = parts
+    if config.trusted_proxies:
+        # The client address is the one N trusted proxies put in X-Forwarded-For.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=config.trusted_proxies)  # type: ignore[method-assign]
     if mirror is not None:
         _start_following(parts, background)
     app.register_blueprint(admin)
@@ -182,6 +190,18 @@ def _start_following(parts: Parts, background: bool) -> None:
         ).start()
 
 
+def open_rate_limits(config: Config) -> RateLimits:
+    """Counters every worker (SQLite) or every broker (Redis) shares."""
+    if config.state_url is not None:
+        from limits.storage import RedisStorage
+
+        storage: Storage = RedisStorage(config.state_url.reveal())
+    else:
+        storage = SqliteLimitStorage(config.state_db)
+    per_token = parse_rate(config.rate_limit) if config.rate_limit else None
+    return RateLimits(storage, per_token, config.auth_failures_per_minute)
+
+
 def open_token_state(config: Config) -> TokenState:
     """Redis when VANTA_STATE_URL is set (several brokers), else the SQLite file."""
     if config.state_url is not None:
@@ -204,7 +224,9 @@ def error_response(
 
 
 def _api_error(exc: ApiError) -> Response:
-    return error_response(exc.status, exc.code, exc.message, exc.extra())
+    response = error_response(exc.status, exc.code, exc.message, exc.extra())
+    response.headers.update(exc.headers())
+    return response
 
 
 def _http_error(exc: HTTPException) -> Response:
@@ -228,10 +250,18 @@ def _unexpected_error(exc: Exception) -> Response:
     return error_response(500, "internal_error", "internal error")
 
 
+_UNTHROTTLED = ("/healthz", "/readyz")
+
+
 def _begin() -> None:
     g.request_id = uuid.uuid4().hex
     g.started = time.perf_counter()
     g.audit = {"event": "request"}
+    limits = g_parts().limits
+    if limits is not None and request.path not in _UNTHROTTLED:
+        retry_after = limits.throttled(request.remote_addr or "-")
+        if retry_after is not None:
+            raise RateLimited(retry_after)
 
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -239,6 +269,12 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 
 def _finish(response: Response) -> Response:
     response.headers["X-Request-Id"] = g.get("request_id", "")
+    limits = g_parts().limits
+    if response.status_code == 401 and limits is not None:
+        try:
+            limits.note_auth_failure(request.remote_addr or "-")
+        except StateUnavailable:
+            log.error("could not count a failed authentication")
     if request.path.startswith("/api/") and request.path not in _UNAUDITED:
         response = _write_audit(response)
     _count(response)

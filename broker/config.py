@@ -107,6 +107,20 @@ def _flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be on or off, not {raw!r}")
 
 
+def _rate(raw: str | None) -> str | None:
+    if not raw:
+        return None
+    from broker.ratelimit import parse_rate
+
+    try:
+        parse_rate(raw)
+    except ValueError:
+        raise ConfigError(
+            "VANTA_RATE_LIMIT must look like 10/second, 600/minute or 5000/hour"
+        ) from None
+    return raw.strip()
+
+
 def _optional_secret(raw: str | None) -> SecretValue | None:
     return SecretValue(raw) if raw else None
 
@@ -147,6 +161,9 @@ class Config:
     webhook_secret: SecretValue | None = None
     git_allowed_signers: Path | None = None
     metrics_token: SecretValue | None = None
+    rate_limit: str | None = None  # N/second, N/minute or N/hour per token
+    auth_failures_per_minute: int = 30  # 0 turns the throttle off
+    trusted_proxies: int = 0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Config:
@@ -183,4 +200,7 @@ class Config:
             webhook_secret=_optional_secret(environ.get("VANTA_WEBHOOK_SECRET")),
             git_allowed_signers=Path(signers) if signers else None,
             metrics_token=_optional_secret(environ.get("VANTA_METRICS_TOKEN")),
+            rate_limit=_rate(environ.get("VANTA_RATE_LIMIT")),
+            auth_failures_per_minute=_int(environ, "VANTA_AUTH_FAILURES_PER_MINUTE", 30, 0),
+            trusted_proxies=_int(environ, "VANTA_TRUSTED_PROXIES", 0, 0),
         )

@@ -15,7 +15,8 @@ ApiError
  ├── StateUnavailable    503 state_unavailable
  ├── SyncFailed          503 sync_failed (TreeUnavailable: nothing served yet)
  ├── SignatureInvalid    401 signature_invalid
- └── SyncRefused         409 non_fast_forward | unsigned_commit
+ ├── SyncRefused         409 non_fast_forward | unsigned_commit
+ └── RateLimited         429 rate_limited (with Retry-After)
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ class ApiError(Exception):
 
     def extra(self) -> dict[str, object]:
         """Fields the error body carries beside `error` and `request_id`."""
+        return {}
+
+    def headers(self) -> dict[str, str]:
+        """Headers the error answer carries."""
         return {}
 
 
@@ -111,3 +116,14 @@ class SyncRefused(ApiError):
 
     def extra(self) -> dict[str, object]:
         return {"version": self.version}
+
+
+class RateLimited(ApiError):
+    status, code, default_message = 429, "rate_limited", "too many requests"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__()
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
