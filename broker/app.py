@@ -86,7 +86,8 @@ def create_app(
         config=config,
         store=store or SecretStore.open(config.sops_files_path, config.git_ref, decryptor),
         state=state or open_token_state(config),
-        audit=audit_log or AuditLog(config.audit_log, fsync=config.audit_fsync),
+        audit=audit_log
+        or AuditLog(config.audit_log, fsync=config.audit_fsync, max_bytes=config.audit_max_bytes),
         mirror=mirror,
     )
     parts.limits = open_rate_limits(config)

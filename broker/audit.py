@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +21,9 @@ from typing import Any
 from broker.errors import AuditUnavailable
 
 GENESIS = "0" * 64
+DEFAULT_MAX_BYTES = 100 * 1024 * 1024
 _TAIL_BLOCK = 65536
+_ROTATED_RE = re.compile(r"\d{8}T\d{6}\.\d{3}Z(-\d{4})?")
 
 
 def canonical(record: dict[str, Any]) -> bytes:
@@ -40,9 +43,10 @@ def now_rfc3339_ms() -> str:
 class AuditLog:
     """Appends chained records to one JSONL file, safely across threads and processes."""
 
-    def __init__(self, path: Path, fsync: bool = False) -> None:
+    def __init__(self, path: Path, fsync: bool = False, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.path = path
         self.fsync = fsync
+        self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._pid = 0
@@ -71,18 +75,27 @@ class AuditLog:
         return self._fd
 
     class _Flock:
+        """The thread lock, then an exclusive flock on the file the path names now (a
+        lock taken on a file that was rotated away meanwhile is dropped and retaken)."""
+
         def __init__(self, log: AuditLog) -> None:
             self.log = log
 
         def __enter__(self) -> int:
             self.log._lock.acquire()
             try:
-                fd = self.log._open()
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                while True:
+                    fd = self.log._open()
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    try:
+                        if os.stat(self.log.path).st_ino == os.fstat(fd).st_ino:
+                            return fd
+                    except FileNotFoundError:
+                        pass
+                    fcntl.flock(fd, fcntl.LOCK_UN)
             except OSError:
                 self.log._lock.release()
                 raise
-            return fd
 
         def __exit__(self, *exc: object) -> None:
             try:
@@ -117,10 +130,10 @@ class AuditLog:
         os.ftruncate(fd, new_size)
         return new_size
 
-    def _last_hash(self, size: int) -> str:
+    def _last_hash(self, size: int, path: Path | None = None) -> str:
         if size == 0:
-            return GENESIS
-        with open(self.path, "rb") as f:
+            return self._previous_file_hash() if path is None else GENESIS
+        with open(path or self.path, "rb") as f:
             start = max(0, size - _TAIL_BLOCK)
             while True:
                 f.seek(start)
@@ -155,10 +168,48 @@ class AuditLog:
                     self._tail = None
                     raise
                 self._tail = (size + len(line), chained["hash"])
+                if size + len(line) > self.max_bytes:
+                    self._rotate()
                 return chained
         except (OSError, ValueError, KeyError):
             self._tail = None
             raise AuditUnavailable() from None
+
+    def rotated_files(self) -> list[Path]:
+        """Rotated files still on disk, oldest first (their names sort in chain order)."""
+        prefix = self.path.name + "."
+        return sorted(
+            p
+            for p in self.path.parent.glob(prefix + "*")
+            if _ROTATED_RE.fullmatch(p.name[len(prefix) :])
+        )
+
+    def _previous_file_hash(self) -> str:
+        """Where a new file's chain starts: the last hash of the newest rotated file."""
+        rotated = self.rotated_files()
+        if not rotated:
+            return GENESIS
+        last = rotated[-1]
+        return self._last_hash(last.stat().st_size, last)
+
+    def _rotate(self) -> None:
+        """Rename the full file after its first record's time (held lock: no writer races)."""
+        with open(self.path, "rb") as f:
+            first = json.loads(f.readline())
+        stamp = (
+            datetime.strptime(first["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").strftime("%Y%m%dT%H%M%S.%f")[
+                :-3
+            ]
+            + "Z"
+        )
+        target = self.path.with_name(f"{self.path.name}.{stamp}")
+        n = 0
+        while target.exists():
+            n += 1
+            target = self.path.with_name(f"{self.path.name}.{stamp}-{n:04d}")
+        os.rename(self.path, target)
+        os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))  # the live file goes on
+        self._tail = None
 
     def check(self) -> bool:
         """True when the audit file can be opened for appending."""

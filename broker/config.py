@@ -146,6 +146,7 @@ class Config:
     git_ref: str = "HEAD"
     audit_log: Path = Path("audit/access.jsonl")
     audit_fsync: bool = False
+    audit_max_bytes: int = 100 * 1024 * 1024
     state_db: Path = Path("state/broker.db")
     jwt_issuer: str = "vanta-vault"
     jwt_audience: str = "vanta-vault-api"
@@ -185,6 +186,7 @@ class Config:
             git_ref=environ.get("VANTA_GIT_REF") or "HEAD",
             audit_log=Path(environ.get("VANTA_AUDIT_LOG") or "audit/access.jsonl"),
             audit_fsync=_flag(environ, "VANTA_AUDIT_FSYNC", False),
+            audit_max_bytes=_int(environ, "VANTA_AUDIT_MAX_BYTES", 100 * 1024 * 1024, 1024),
             state_db=Path(environ.get("VANTA_STATE_DB") or "state/broker.db"),
             jwt_issuer=environ.get("VANTA_JWT_ISSUER") or "vanta-vault",
             jwt_audience=environ.get("VANTA_JWT_AUDIENCE") or "vanta-vault-api",
