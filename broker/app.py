@@ -311,6 +311,7 @@ def _write_audit(response: Response) -> Response:
         "pattern": fields.get("pattern"),
         "version": fields.get("version"),
         "client_ip": request.remote_addr,
+        "client_cert": _client_cert_subject(),
         "outcome": "success"
         if status < 400
         else ("denied" if status in (401, 403, 409) else "error"),
@@ -327,6 +328,37 @@ def _write_audit(response: Response) -> Response:
         log.error("audit record could not be written; answering 503")
         return error_response(exc.status, exc.code, exc.message)
     return response
+
+
+def _client_cert_subject() -> str | None:
+    """The verified client certificate's subject under mutual TLS (e.g. "CN=billing,O=Acme")."""
+    sock = request.environ.get("gunicorn.socket")
+    getpeercert = getattr(sock, "getpeercert", None)
+    if getpeercert is None:
+        return None
+    try:
+        cert = getpeercert()
+    except (OSError, ValueError):
+        return None
+    if not cert:
+        return None
+    parts = [
+        f"{_RDN_NAMES.get(name, name)}={value}"
+        for rdn in cert.get("subject", ())
+        for name, value in rdn
+    ]
+    return ",".join(reversed(parts)) or None  # RFC 4514 order: most specific first
+
+
+_RDN_NAMES = {
+    "commonName": "CN",
+    "organizationName": "O",
+    "organizationalUnitName": "OU",
+    "countryName": "C",
+    "stateOrProvinceName": "ST",
+    "localityName": "L",
+    "domainComponent": "DC",
+}
 
 
 def _give_back_use(parts: Parts) -> None:

@@ -165,6 +165,9 @@ class Config:
     rate_limit: str | None = None  # N/second, N/minute or N/hour per token
     auth_failures_per_minute: int = 30  # 0 turns the throttle off
     trusted_proxies: int = 0
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Config:
@@ -205,4 +208,7 @@ class Config:
             rate_limit=_rate(environ.get("VANTA_RATE_LIMIT")),
             auth_failures_per_minute=_int(environ, "VANTA_AUTH_FAILURES_PER_MINUTE", 30, 0),
             trusted_proxies=_int(environ, "VANTA_TRUSTED_PROXIES", 0, 0),
+            tls_cert=environ.get("VANTA_TLS_CERT") or None,
+            tls_key=environ.get("VANTA_TLS_KEY") or None,
+            tls_client_ca=environ.get("VANTA_TLS_CLIENT_CA") or None,
         )

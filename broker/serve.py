@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import atexit
+import ipaddress
 import logging
 import os
 import shutil
-import tempfile
+import ssl
 import sys
+import tempfile
 from typing import Any
 
 import click
@@ -17,10 +19,10 @@ from broker.config import Config, ConfigError
 DEFAULT_THREADS = 4
 
 
-def _make_app(config: Config) -> Any:
+def _make_app(config: Config, background: bool = True) -> Any:
     from broker.app import create_app
 
-    return create_app(config)
+    return create_app(config, background=background)
 
 
 class _Gunicorn:  # built lazily so `--help` does not import gunicorn
@@ -43,6 +45,22 @@ class _Gunicorn:  # built lazily so `--help` does not import gunicorn
         Application().run()
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _tls_context(conf: Any, default_factory: Any) -> ssl.SSLContext:
+    """gunicorn's context, with TLS 1.2 as the floor."""
+    context = default_factory()
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
 @click.group()
 def main() -> None:
     """Vanta Vault broker."""
@@ -61,18 +79,62 @@ def main() -> None:
     type=click.IntRange(1, 256),
     help="Threads per worker.",
 )
-def serve(host: str, port: int, workers: int, threads: int) -> None:
+@click.option("--certfile", type=click.Path(dir_okay=False), help="TLS certificate chain (PEM).")
+@click.option("--keyfile", type=click.Path(dir_okay=False), help="TLS private key (PEM).")
+@click.option(
+    "--client-ca",
+    type=click.Path(dir_okay=False),
+    help="CA (PEM) that must have signed every client's certificate (mutual TLS).",
+)
+@click.option(
+    "--insecure-http",
+    is_flag=True,
+    help="Allow plain HTTP on a non-loopback address (behind a TLS-terminating proxy).",
+)
+def serve(
+    host: str,
+    port: int,
+    workers: int,
+    threads: int,
+    certfile: str | None,
+    keyfile: str | None,
+    client_ca: str | None,
+    insecure_http: bool,
+) -> None:
     """Serve the broker with gunicorn.
 
-    Configuration comes from VANTA_* variables (see README). Example:
+    Configuration comes from VANTA_* variables (see README). TLS flags override
+    VANTA_TLS_CERT, VANTA_TLS_KEY and VANTA_TLS_CLIENT_CA. Without TLS it listens
+    only on loopback unless --insecure-http is given. Examples:
 
+    \b
       VANTA_JWT_SECRET_KEY=... SOPS_AGE_KEY_FILE=keys/dev.agekey vanta-broker serve --port 8200
+
+      vanta-broker serve --host 0.0.0.0 --certfile broker.pem --keyfile broker-key.pem \
+          --client-ca clients-ca.pem
     """
     try:
         config = Config.from_env(os.environ)
     except ConfigError as exc:
         click.echo(f"vanta-broker: {exc}", err=True)
         sys.exit(1)
+    certfile = certfile or config.tls_cert
+    keyfile = keyfile or config.tls_key
+    client_ca = client_ca or config.tls_client_ca
+    if bool(certfile) != bool(keyfile):
+        click.echo("vanta-broker: TLS needs both --certfile and --keyfile", err=True)
+        sys.exit(2)
+    if client_ca and not certfile:
+        click.echo("vanta-broker: --client-ca needs --certfile and --keyfile", err=True)
+        sys.exit(2)
+    if not certfile and not insecure_http and not _is_loopback(host):
+        click.echo(
+            f"vanta-broker: refusing plain HTTP on non-loopback address {host}: secrets would "
+            "cross the network unencrypted; give --certfile/--keyfile, or --insecure-http "
+            "behind a TLS-terminating proxy",
+            err=True,
+        )
+        sys.exit(2)
     # prometheus_client chooses multiprocess mode when it is imported, from this variable:
     # a fresh private directory, set before the app (and so any worker) imports it.
     metrics_dir = tempfile.mkdtemp(prefix="vanta-metrics-")
@@ -83,13 +145,24 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
     )
     # Open the stores once in the master so a broken state or audit path stops start-up here.
     try:
-        _make_app(config)
+        _make_app(config, background=False)
     except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback
         click.echo(f"vanta-broker: cannot start: {type(exc).__name__}: {exc}", err=True)
         sys.exit(1)
+    tls: dict[str, Any] = {}
+    if certfile:
+        tls = {
+            "certfile": certfile,
+            "keyfile": keyfile,
+            "ssl_context": _tls_context,
+            "do_handshake_on_connect": True,  # a missing client certificate fails here
+        }
+        if client_ca:
+            tls.update(ca_certs=client_ca, cert_reqs=ssl.CERT_REQUIRED)
     _Gunicorn.run(
         config,
         {
+            **tls,
             "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
             "workers": workers,
             "threads": threads,

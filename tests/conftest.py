@@ -235,23 +235,41 @@ class RunningBroker:
 
 
 def start_broker(
-    config: Config, tmp_path: Path, *, workers: int = 2, extra_env: dict[str, str] | None = None
+    config: Config,
+    tmp_path: Path,
+    *,
+    workers: int = 2,
+    extra_env: dict[str, str] | None = None,
+    extra_args: list[str] | None = None,
+    scheme: str = "http",
+    health_kwargs: dict[str, Any] | None = None,
 ) -> RunningBroker:
     port = free_port()
     log_path = tmp_path / f"broker-{port}.log"
     process = subprocess.Popen(
-        [sys.executable, "-m", "broker", "serve", "--port", str(port), "--workers", str(workers)],
+        [
+            sys.executable,
+            "-m",
+            "broker",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            *(extra_args or []),
+        ],
         env={**broker_env(config), **(extra_env or {})},
         stdout=log_path.open("wb"),
         stderr=subprocess.STDOUT,
     )
-    url = f"http://127.0.0.1:{port}"
+    url = f"{scheme}://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"broker exited: {log_path.read_text()}")
         try:
-            if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
+            r = requests.get(f"{url}/healthz", timeout=1, **(health_kwargs or {}))
+            if r.status_code == 200:
                 return RunningBroker(url, process, log_path)
         except requests.ConnectionError:
             time.sleep(0.05)
