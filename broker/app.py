@@ -22,7 +22,14 @@ from broker.admin_api import admin
 from broker.api import api, json_response
 from broker.audit import AuditLog, now_rfc3339_ms
 from broker.config import Config
-from broker.errors import ApiError, AuditUnavailable, RateLimited, StateUnavailable, TokenInvalid
+from broker.errors import (
+    ApiError,
+    AuditUnavailable,
+    MethodNotAllowed,
+    RateLimited,
+    StateUnavailable,
+    TokenInvalid,
+)
 from broker.metrics import Metrics
 from broker.ratelimit import RateLimits, SqliteLimitStorage, parse_rate
 from broker.remote import Poller, RemoteMirror, RemoteTree
@@ -263,6 +270,13 @@ def _begin() -> None:
         retry_after = limits.throttled(request.remote_addr or "-")
         if retry_after is not None:
             raise RateLimited(retry_after)
+    if (
+        request.method in ("HEAD", "OPTIONS")
+        and request.path.startswith("/api/")
+        and request.routing_exception is None
+    ):
+        # Flask answers these implicitly; a HEAD would count a use and leave no value.
+        raise MethodNotAllowed()
 
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

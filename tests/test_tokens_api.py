@@ -264,3 +264,11 @@ def test_config_repr_never_shows_the_signing_key(secrets_repo):
         }
     )
     assert SIGNING_KEY not in repr(config) and "<SECRET>" in repr(config)
+
+
+@pytest.mark.parametrize("method", ["HEAD", "OPTIONS"])
+def test_implicit_methods_on_api_routes_are_405_and_use_nothing(client, config, method):
+    token = make_token(config, environment="dev", usage_limit=1)
+    r = client.open("/api/v1/vault/dev/PORT", method=method, headers=bearer(token))
+    assert r.status_code == 405
+    assert client.get("/api/v1/vault/dev/PORT", headers=bearer(token)).status_code == 200
