@@ -1,7 +1,89 @@
-"""Token revocation and audit export routes (SPEC §10). Placeholder until issue 6 lands."""
+"""Token revocation and audit export routes (SPEC §10): parse, call, serialise."""
 
 from __future__ import annotations
 
-from flask import Blueprint
+import time
+
+from flask import Blueprint, Response, request
+
+from broker.api import audit, authenticate, json_response, parts, read_json_object
+from broker.audit_export import AuditQuery, TrailSnapshot
+from broker.errors import BadRequest, NotFound, ScopeDenied
+from broker.scope import ALL, environment_contains, pattern_contains
+from broker.tokens import Claims
+from broker.usage import RETENTION_SECONDS
 
 admin = Blueprint("admin", __name__, url_prefix="/api/v1")
+
+MAX_JTI_LENGTH = 256
+EXPORT_MIMETYPE = "application/x-ndjson"
+
+
+def _jti_from_body() -> str:
+    body = read_json_object()
+    unknown = set(body) - {"jti"}
+    if unknown:
+        raise BadRequest(f"unknown field: {sorted(unknown)[0][:64]}")
+    jti = body.get("jti")
+    if not (isinstance(jti, str) and 1 <= len(jti) <= MAX_JTI_LENGTH and jti.isprintable()):
+        raise BadRequest(f"jti must be 1-{MAX_JTI_LENGTH} printable characters")
+    return jti
+
+
+def _keep_until(caller: Claims, jti: str) -> int:
+    """How long the revocation of `jti` must be remembered; raise ScopeDenied or NotFound
+    when `caller` may not revoke it."""
+    state = parts().state
+    minted = state.minted(jti)
+    if minted is not None:
+        audit(environment=minted.environment, pattern=minted.key_pattern)
+        inside = environment_contains(
+            caller.scope.environment, minted.environment
+        ) and pattern_contains(caller.scope.key_pattern, minted.key_pattern)
+        if not inside:
+            raise ScopeDenied("the token is outside the caller's scope")
+        return minted.expires_at + RETENTION_SECONDS
+    if caller.scope.environment != ALL or caller.scope.key_pattern != ALL:
+        raise NotFound("no token with that jti was minted here")
+    # Not minted here (offline, or by another deployment): it may live up to the longest
+    # lifetime that can be minted, counted from now.
+    return int(time.time()) + parts().config.max_ttl_minutes * 60 + RETENTION_SECONDS
+
+
+@admin.post("/vault/tokens/revoke")
+def revoke_token() -> Response:
+    audit(event="token.revoke")
+    caller = authenticate("tokens:issue")
+    jti = _jti_from_body()
+    audit(revoked_jti=jti)
+    parts().state.revoke(jti, _keep_until(caller, jti))
+    return json_response({"revoked": jti})
+
+
+@admin.post("/vault/tokens/revoke-self")
+def revoke_self() -> Response:
+    audit(event="token.revoke_self")
+    caller = authenticate(None)
+    if request.get_data(cache=True):  # none is needed: read so that an oversized one is 413
+        read_json_object()  # and anything sent is at least a JSON object
+    audit(
+        revoked_jti=caller.jti,
+        environment=caller.scope.environment,
+        pattern=caller.scope.key_pattern,
+    )
+    parts().state.revoke(caller.jti, caller.expires_at + RETENTION_SECONDS)
+    return json_response({"revoked": caller.jti})
+
+
+@admin.get("/audit")
+def export_audit() -> Response:
+    audit(event="audit.export")
+    caller = authenticate("audit:read")
+    query = AuditQuery.from_args(request.args.to_dict(flat=False), caller.scope.environment)
+    audit(environment=query.environment)
+    trail = parts().audit
+    snapshot = TrailSnapshot(trail.path, trail.rotated_files)
+    response = Response(snapshot.export(query), mimetype=EXPORT_MIMETYPE)
+    response.call_on_close(snapshot.close)
+    response.headers["Cache-Control"] = "no-store"
+    return response
