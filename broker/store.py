@@ -3,6 +3,10 @@
 `SecretStore.served()` names the tree being served now (a commit, or the disk);
 `document()` gives one environment's decrypted document from that tree. Git objects
 are read, never the work tree, so uncommitted edits are never served.
+
+Per request this costs a couple of small file reads (the ref) and dictionary lookups:
+snapshots, blob ids and decrypted documents are all keyed by immutable object ids, so
+they never need invalidating, only bounding.
 """
 
 from __future__ import annotations
@@ -12,20 +16,49 @@ import os
 import re
 import subprocess
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import git
 import gitdb.exc
 
 from broker.errors import BadRequest, NotFound
+from broker.gitrefs import RefReader
 from broker.sops import Decryptor, Value
 
 SUFFIX = ".enc.yaml"
 VERSION_RE = re.compile(r"[0-9a-fA-F]{7,40}")
+FULL_SHA_RE = re.compile(r"[0-9a-f]{40}")
 _UNSTABLE_REF_CHARS = set("~^:@{}")
+MEMO_ENTRIES = 4096  # per memo table; a full table is emptied and refilled on demand
+RACY_SECONDS = 2.0  # a file changed this recently may change again unseen within one tick
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class Memo(Generic[K, V]):
+    """A bounded dictionary of facts about immutable things (safe to share across threads:
+    each step is one dict operation)."""
+
+    def __init__(self, max_entries: int = MEMO_ENTRIES) -> None:
+        self.max_entries = max_entries
+        self._data: dict[K, V] = {}
+
+    def get(self, key: K) -> V | None:
+        return self._data.get(key)
+
+    def __contains__(self, key: K) -> bool:
+        return key in self._data
+
+    def put(self, key: K, value: V) -> V:
+        if len(self._data) >= self.max_entries:
+            self._data.clear()
+        self._data[key] = value
+        return value
 
 
 @dataclass(frozen=True)
@@ -61,7 +94,8 @@ class SecretStore:
         return self.tree.at_version(version)
 
     def document(self, snapshot: Snapshot, environment: str) -> dict[str, Value]:
-        """The decrypted document; NotFound when the environment has no file there."""
+        """The decrypted document; NotFound when the environment has no file there,
+        DecryptFailed when sops cannot decrypt it."""
         found = self.tree.blob(snapshot, environment)
         if found is None:
             raise NotFound(f"environment {environment!r} not found")
@@ -92,10 +126,14 @@ def open_tree(secrets_dir: Path, ref: str) -> Tree:
 
 
 class DiskTree:
-    """A directory outside Git: no versions; content ids are hashes of the bytes."""
+    """A directory outside Git: no versions; content ids are hashes of the bytes.
+
+    A file is re-read and re-hashed only when its stat changes; one changed within the
+    last RACY_SECONDS is re-read on every request, so a write is never missed."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self._files: Memo[str, tuple[tuple[int, int, int, int], str, bytes]] = Memo(256)
 
     def served(self) -> Snapshot:
         return Snapshot(None, None)
@@ -104,19 +142,30 @@ class DiskTree:
         raise BadRequest("version: the secrets are not in a Git repository")
 
     def blob(self, snapshot: Snapshot, environment: str) -> tuple[str, bytes | None] | None:
+        path = os.path.join(self.directory, f"{environment}{SUFFIX}")
         try:
-            data = (self.directory / f"{environment}{SUFFIX}").read_bytes()
+            st = os.stat(path)
+            stamp = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            known = self._files.get(path)
+            if known is not None and known[0] == stamp:
+                return known[1], known[2]
+            with open(path, "rb") as f:
+                data = f.read()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return None
-        return "sha256:" + hashlib.sha256(data).hexdigest(), data
+        content_id = "sha256:" + hashlib.sha256(data).hexdigest()
+        if time.time() - st.st_ctime > RACY_SECONDS:
+            self._files.put(path, (stamp, content_id, data))
+        return content_id, data
 
     def environments(self, snapshot: Snapshot) -> list[str]:
         return sorted(p.name[: -len(SUFFIX)] for p in self.directory.glob(f"*{SUFFIX}"))
 
 
 class GitTree:
-    """The committed tree at a ref. The ref is re-resolved only when a ref file changes,
-    so a request costs a few stat() calls, not a git process."""
+    """The committed tree at a ref. The ref is read from the repository's ref files on every
+    request (a few small reads, no git process), so a new commit is served from the next
+    request on; `git` itself is asked only when those files cannot answer."""
 
     def __init__(self, repo: git.Repo, subdir: str, ref: str) -> None:
         self.repo = repo
@@ -125,76 +174,71 @@ class GitTree:
         self.git_dir = Path(repo.git_dir)
         self.common_dir = Path(repo.common_dir)
         self._lock = threading.Lock()  # GitPython's object reader is not thread-safe
-        self._fingerprint: tuple | None = None
-        self._served: Snapshot | None = None
-        self._commit_times: dict[str, str] = {}
-        self._blob_ids: dict[tuple[str, str], str | None] = {}
-        self._reachable: dict[tuple[str, str], bool] = {}
+        self._refs = RefReader(self.git_dir, self.common_dir)
+        self._fixed = FULL_SHA_RE.fullmatch(ref.lower()) is not None  # a commit never moves
+        self._dynamic = bool(_UNSTABLE_REF_CHARS & set(ref))  # e.g. main~1: git every time
+        self._last: tuple[str, Snapshot] | None = None  # (ref's object id, its snapshot)
+        self._snapshots: Memo[str, Snapshot] = Memo()
+        self._blob_ids: Memo[tuple[str, str], str | None] = Memo()
+        self._versions: Memo[tuple[str, str], str | None] = Memo()
+        self._reachable: Memo[tuple[str, str], bool] = Memo()
+        self._environments: Memo[str, list[str]] = Memo(256)
 
     # -- the served ref ---------------------------------------------------------------
-    def _ref_files(self) -> list[Path]:
-        names = [self.ref, f"refs/{self.ref}", f"refs/tags/{self.ref}", f"refs/heads/{self.ref}",
-                 f"refs/remotes/{self.ref}", f"refs/remotes/{self.ref}/HEAD"]
-        files = [self.git_dir / "HEAD", self.common_dir / "packed-refs"]
-        for base in {self.git_dir, self.common_dir}:
-            files.extend(base / name for name in names)
-        target = self._symbolic_target()
-        if target:
-            files.extend([self.git_dir / target, self.common_dir / target])
-        return files
-
-    def _symbolic_target(self) -> str | None:
-        for base in (self.git_dir, self.common_dir):
-            try:
-                text = (base / self.ref).read_text().strip()
-            except (OSError, ValueError):
-                continue
-            if text.startswith("ref: "):
-                return text[5:]
-        return None
-
-    def _current_fingerprint(self) -> tuple | None:
-        if _UNSTABLE_REF_CHARS & set(self.ref):
-            return None
-        stats = []
-        for path in self._ref_files():
-            try:
-                st = os.stat(path)
-                stats.append((st.st_ino, st.st_mtime_ns, st.st_size))
-            except OSError:
-                stats.append(None)
-        return tuple(stats)
-
     def served(self) -> Snapshot:
-        fingerprint = self._current_fingerprint()
-        if fingerprint is not None and fingerprint == self._fingerprint and self._served:
-            return self._served
-        sha = self._rev_parse(self.ref)
-        if sha is None:
-            raise NotFound("the served ref has no commit")
-        snapshot = Snapshot(sha, self._commit_time(sha))
-        self._fingerprint, self._served = fingerprint, snapshot
+        """The commit the ref names now; NotFound when it names none."""
+        if self._fixed and self._last is not None:
+            return self._last[1]
+        object_id = None if self._dynamic else self._refs.resolve(self.ref)
+        last = self._last
+        if object_id is not None and last is not None and last[0] == object_id:
+            return last[1]
+        if object_id is None:
+            object_id = self._rev_parse(self.ref)
+            if object_id is None:
+                raise NotFound("the served ref has no commit")
+        snapshot = self._snapshots.get(object_id)
+        if snapshot is None:
+            sha = self._peel_to_commit(object_id) or self._rev_parse(self.ref)
+            if sha is None:
+                raise NotFound("the served ref has no commit")
+            snapshot = self._snapshots.put(object_id, Snapshot(sha, self._commit_time(sha)))
+        self._last = (object_id, snapshot)
         return snapshot
+
+    def _peel_to_commit(self, object_id: str) -> str | None:
+        """The commit an object id names, through annotated tags; None if it is not one."""
+        with self._lock:
+            try:
+                obj = git.Object.new_from_sha(self.repo, bytes.fromhex(object_id))
+                for _ in range(8):
+                    if obj.type != "tag":
+                        break
+                    obj = obj.object  # type: ignore[union-attr]
+            except (gitdb.exc.BadObject, ValueError, OSError):
+                return None
+        return obj.hexsha if obj.type == "commit" else None
 
     def _git(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             ["git", "--git-dir", str(self.git_dir), *args],
-            capture_output=True, text=True, check=False, timeout=30,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
         )
 
     def _rev_parse(self, name: str) -> str | None:
-        proc = self._git("rev-parse", "--verify", "--quiet", "--end-of-options", f"{name}^{{commit}}")
+        proc = self._git(
+            "rev-parse", "--verify", "--quiet", "--end-of-options", f"{name}^{{commit}}"
+        )
         sha = proc.stdout.strip()
         return sha if proc.returncode == 0 and len(sha) == 40 else None
 
     def _commit_time(self, sha: str) -> str:
-        cached = self._commit_times.get(sha)
-        if cached is None:
-            with self._lock:
-                epoch = self.repo.commit(sha).committed_date
-            cached = datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            self._commit_times[sha] = cached
-        return cached
+        with self._lock:
+            epoch = self.repo.commit(sha).committed_date
+        return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     # -- other versions -----------------------------------------------------------------
     def at_version(self, version: str) -> Snapshot:
@@ -203,36 +247,51 @@ class GitTree:
         if not VERSION_RE.fullmatch(version):
             raise BadRequest("version must be a commit SHA of 7 to 40 hex digits")
         served = self.served()
-        sha = self._rev_parse(version.lower())
-        if sha is None or not self._is_reachable(sha, served.version):  # type: ignore[arg-type]
+        head = served.version or ""
+        key = (version.lower(), head)
+        if key in self._versions:
+            sha = self._versions.get(key)
+        else:
+            sha = self._rev_parse(version.lower())
+            if sha is not None and not self._is_reachable(sha, head):
+                sha = None
+            self._versions.put(key, sha)
+        if sha is None:
             raise NotFound("version not found")
-        return Snapshot(sha, self._commit_time(sha))
+        snapshot = self._snapshots.get(sha)
+        if snapshot is None:
+            snapshot = self._snapshots.put(sha, Snapshot(sha, self._commit_time(sha)))
+        return snapshot
 
     def _is_reachable(self, sha: str, head: str) -> bool:
         key = (sha, head)
         known = self._reachable.get(key)
         if known is None:
             known = self._git("merge-base", "--is-ancestor", sha, head).returncode == 0
-            self._reachable[key] = known
+            self._reachable.put(key, known)
         return known
 
     # -- blobs --------------------------------------------------------------------------------
     def file_path(self, environment: str) -> str:
-        return str(PurePosixPath(self.subdir, f"{environment}{SUFFIX}")) if self.subdir else (
-            f"{environment}{SUFFIX}"
+        return (
+            str(PurePosixPath(self.subdir, f"{environment}{SUFFIX}"))
+            if self.subdir
+            else f"{environment}{SUFFIX}"
         )
 
     def blob(self, snapshot: Snapshot, environment: str) -> tuple[str, bytes | None] | None:
+        """(blob id, None) of the environment's file in that commit, or None if it has none."""
         key = (snapshot.version or "", environment)
-        if key not in self._blob_ids:
+        if key in self._blob_ids:
+            blob_id = self._blob_ids.get(key)
+        else:
             with self._lock:
                 try:
                     obj = self.repo.commit(snapshot.version).tree / self.file_path(environment)
                     blob_id = obj.hexsha if obj.type == "blob" else None
                 except KeyError:
                     blob_id = None
-            self._blob_ids[key] = blob_id
-        blob_id = self._blob_ids[key]
+            self._blob_ids.put(key, blob_id)
         return None if blob_id is None else (blob_id, None)
 
     def blob_data(self, blob_id: str) -> bytes:
@@ -243,6 +302,10 @@ class GitTree:
                 raise NotFound("environment not found") from None
 
     def environments(self, snapshot: Snapshot) -> list[str]:
+        version = snapshot.version or ""
+        known = self._environments.get(version)
+        if known is not None:
+            return list(known)
         with self._lock:
             tree = self.repo.commit(snapshot.version).tree
             if self.subdir:
@@ -250,6 +313,6 @@ class GitTree:
                     tree = tree / self.subdir
                 except KeyError:
                     return []
-            return sorted(
-                b.name[: -len(SUFFIX)] for b in tree.blobs if b.name.endswith(SUFFIX)
-            )
+            names = sorted(b.name[: -len(SUFFIX)] for b in tree.blobs if b.name.endswith(SUFFIX))
+        self._environments.put(version, names)
+        return list(names)

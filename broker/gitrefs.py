@@ -1,0 +1,121 @@
+"""Reading a Git ref straight from the repository's files, without a `git` process.
+
+A files-backend repository keeps refs as loose files (`refs/heads/main`, one line) and in
+`packed-refs`; Git replaces a loose ref by renaming a new file over it, so one read gives
+either the old or the new commit, whole. Reading two or three small files costs a few
+microseconds, cheap enough to do on every request, and reading their content (not their
+timestamps) means a new commit can never be missed. Whatever these files cannot answer
+for certain (a reftable repository, a broken or dangling ref, an odd name) gives None, and
+the caller asks `git` instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+# git's order for turning a short name into a ref (`git help revisions`); first found wins.
+DWIM_RULES = (
+    "{}",
+    "refs/{}",
+    "refs/tags/{}",
+    "refs/heads/{}",
+    "refs/remotes/{}",
+    "refs/remotes/{}/HEAD",
+)
+_OBJECT_ID = re.compile(rb"[0-9a-f]{40}")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_./-]+")
+MAX_SYMREF_DEPTH = 5
+# A packed-refs file changed this recently may change again within one timestamp tick, so
+# its parsed form is trusted only once it is older than this (Git's "racy clean" rule).
+RACY_SECONDS = 2.0
+_PER_WORKTREE_PREFIXES = ("refs/bisect/", "refs/worktree/", "refs/rewritten/")
+
+
+class _Missing:
+    """No such ref in the files (as opposed to None: the files cannot say)."""
+
+
+MISSING = _Missing()
+
+
+class RefReader:
+    """Resolves ref names to object ids from a repository's loose refs and packed-refs."""
+
+    def __init__(self, git_dir: Path, common_dir: Path) -> None:
+        self.git_dir = str(git_dir)
+        self.common_dir = str(common_dir)
+        self.packed_refs_path = os.path.join(self.common_dir, "packed-refs")
+        # reftable keeps refs in binary tables this reader does not parse: git answers.
+        self.usable = not os.path.exists(os.path.join(self.common_dir, "reftable"))
+        self._packed: dict[str, str] = {}
+        self._packed_stat: tuple[int, int, int, int] | None = None
+
+    def resolve(self, name: str) -> str | None:
+        """The object id (hex) that `git rev-parse name` would start from, or None when the
+        files do not say for certain. Never peels tags."""
+        if not self.usable or not _SAFE_NAME.fullmatch(name) or ".." in name:
+            return None
+        for rule in DWIM_RULES:
+            found = self._lookup(rule.format(name), 0)
+            if found is not MISSING:
+                return found  # type: ignore[return-value]
+        return None
+
+    def _lookup(self, full_name: str, depth: int) -> str | None | _Missing:
+        raw = self._read_loose(full_name)
+        if raw is None:
+            sha = self._packed_refs().get(full_name)
+            return MISSING if sha is None else sha
+        if raw.startswith(b"ref:"):
+            target = raw[4:].strip().decode("utf-8", "replace")
+            if depth >= MAX_SYMREF_DEPTH or not _SAFE_NAME.fullmatch(target) or ".." in target:
+                return None
+            found = self._lookup(target, depth + 1)
+            return None if found is MISSING else found  # a dangling symref: let git say
+        text = raw.strip()
+        return text.decode() if _OBJECT_ID.fullmatch(text) else None
+
+    def _read_loose(self, full_name: str) -> bytes | None:
+        per_worktree = not full_name.startswith("refs/") or full_name.startswith(
+            _PER_WORKTREE_PREFIXES
+        )
+        path = os.path.join(self.git_dir if per_worktree else self.common_dir, full_name)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        try:
+            return os.read(fd, 4096)
+        except IsADirectoryError:  # refs/remotes/<name> is a directory of that remote's refs
+            return None
+        finally:
+            os.close(fd)
+
+    def _packed_refs(self) -> dict[str, str]:
+        try:
+            st = os.stat(self.packed_refs_path)
+        except FileNotFoundError:
+            self._packed, self._packed_stat = {}, None
+            return self._packed
+        key = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        if key == self._packed_stat:
+            return self._packed
+        packed = parse_packed_refs(Path(self.packed_refs_path).read_bytes())
+        settled = time.time() - st.st_mtime > RACY_SECONDS
+        self._packed, self._packed_stat = packed, key if settled else None
+        return packed
+
+
+def parse_packed_refs(data: bytes) -> dict[str, str]:
+    """ref name -> object id from the text of a packed-refs file (peeled lines skipped)."""
+    refs: dict[str, str] = {}
+    for line in data.splitlines():
+        if not line or line.startswith((b"#", b"^")):
+            continue
+        sha, _, name = line.partition(b" ")
+        if _OBJECT_ID.fullmatch(sha):
+            refs[name.decode("utf-8", "replace")] = sha.decode()
+    return refs
