@@ -12,19 +12,20 @@ import subprocess
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from typing import Union
 
 import orjson
 
-from broker.errors import DecryptFailed
+from broker.errors import ApiError, DecryptFailed
 from broker.scope import is_key
 
 log = logging.getLogger("vanta.sops")
 
-Value = Union[str, int, float, bool]
+Value = str | int | float | bool
 Document = Mapping[str, Value]  # key path ("API_KEYS/openai") -> leaf value
 
 DECRYPT_TIMEOUT_SECONDS = 30
+DEFAULT_CACHE_BYTES = 64 * 1024 * 1024  # per worker process
+DOCUMENT_ENTRY_OVERHEAD = 128  # dict slot and str object headers of one key and value
 
 
 def flatten(tree: object, prefix: str = "") -> dict[str, Value]:
@@ -82,10 +83,31 @@ def _reason(stderr: bytes) -> str:
     return "see sops for details"
 
 
-class Decryptor:
-    """Decrypts documents by content id; with `cache`, each id is decrypted once per process.
+class _Flight:
+    """One sops run that concurrent first readers of a content id all wait for."""
 
-    Concurrent first reads of one id wait for a single sops run.
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.document: dict[str, Value] | None = None
+        self.failure: BaseException | None = None
+
+
+def document_size(document: Mapping[str, Value]) -> int:
+    """About how many bytes of memory a flattened document holds (keys, values, dict)."""
+    return sum(
+        DOCUMENT_ENTRY_OVERHEAD + len(key) + (len(value) if isinstance(value, str) else 8)
+        for key, value in document.items()
+    )
+
+
+class Decryptor:
+    """Decrypts documents by content id (a Git blob id, or a hash of the bytes).
+
+    With `cache`, each id is decrypted once per process and kept in a least-recently-used
+    cache bounded by `max_entries` and by about `max_bytes` of memory (the newest document
+    is kept even if it alone is larger). Concurrent first reads of one id share a single
+    sops run, and its failure. Without `cache`, every call runs sops and nothing decrypted
+    outlives the request that asked for it.
     """
 
     def __init__(
@@ -94,47 +116,99 @@ class Decryptor:
         cache: bool = True,
         max_entries: int = 128,
         age_key_file: str | None = None,
+        max_bytes: int = DEFAULT_CACHE_BYTES,
+        on_decrypt: Callable[[], None] | None = None,
+        on_cache_hit: Callable[[], None] | None = None,
     ) -> None:
         self.sops_bin = sops_bin
         # sops reads its own settings (KMS, GnuPG, age) from the environment it inherits;
         # an age key file named in the config is handed to it explicitly.
-        self.env = None if age_key_file is None else {**os.environ, "SOPS_AGE_KEY_FILE": age_key_file}
+        self.env = (
+            None if age_key_file is None else {**os.environ, "SOPS_AGE_KEY_FILE": age_key_file}
+        )
         self.cache_enabled = cache
         self.max_entries = max_entries
-        self._cache: OrderedDict[str, dict[str, Value]] = OrderedDict()
+        self.max_bytes = max_bytes
+        self.on_decrypt = on_decrypt
+        self.on_cache_hit = on_cache_hit
+        self._cache: OrderedDict[str, tuple[dict[str, Value], int]] = OrderedDict()
+        self._cached_bytes = 0
         self._lock = threading.Lock()
-        self._inflight: dict[str, threading.Lock] = {}
+        self._flights: dict[str, _Flight] = {}
         self.decrypt_count = 0
         self.cache_hits = 0
 
+    @property
+    def cached_bytes(self) -> int:
+        return self._cached_bytes
+
+    def cached_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._cache)
+
     def document(self, content_id: str, load: Callable[[], bytes]) -> dict[str, Value]:
-        """The decrypted document with this content id; `load` gives its encrypted bytes."""
+        """The decrypted document with this content id; `load` gives its encrypted bytes.
+
+        Raises DecryptFailed (and the ApiError `load` may raise); failures are not cached."""
         if not self.cache_enabled:
             return self._decrypt(load())
         with self._lock:
-            doc = self._cache.get(content_id)
-            if doc is not None:
+            entry = self._cache.get(content_id)
+            if entry is not None:
                 self._cache.move_to_end(content_id)
                 self.cache_hits += 1
-                return doc
-            gate = self._inflight.setdefault(content_id, threading.Lock())
-        with gate:
+                flight, leader = None, False
+            else:
+                flight = self._flights.get(content_id)
+                leader = flight is None
+                if flight is None:
+                    flight = self._flights[content_id] = _Flight()
+        if entry is not None:
+            if self.on_cache_hit is not None:
+                self.on_cache_hit()
+            return entry[0]
+        assert flight is not None
+        if leader:
+            return self._lead(content_id, load, flight)
+        flight.done.wait()
+        if flight.document is not None:
+            return flight.document
+        failure = flight.failure
+        if isinstance(failure, ApiError):  # a fresh exception: tracebacks are per thread
+            raise type(failure)(failure.message)
+        raise DecryptFailed()
+
+    def _lead(
+        self, content_id: str, load: Callable[[], bytes], flight: _Flight
+    ) -> dict[str, Value]:
+        try:
+            document = self._decrypt(load())
+        except BaseException as exc:
+            flight.failure = exc
             with self._lock:
-                doc = self._cache.get(content_id)
-                if doc is not None:
-                    self.cache_hits += 1
-                    return doc
-            try:
-                doc = self._decrypt(load())
-            finally:
-                with self._lock:
-                    self._inflight.pop(content_id, None)
-            with self._lock:
-                self._cache[content_id] = doc
-                while len(self._cache) > self.max_entries:
-                    self._cache.popitem(last=False)
-            return doc
+                del self._flights[content_id]
+            flight.done.set()
+            raise
+        flight.document = document
+        size = document_size(document)
+        with self._lock:  # cached and landed in one step: no later reader starts a new run
+            self._store(content_id, document, size)
+            del self._flights[content_id]
+        flight.done.set()
+        return document
+
+    def _store(self, content_id: str, document: dict[str, Value], size: int) -> None:
+        self._cache[content_id] = (document, size)
+        self._cached_bytes += size
+        while len(self._cache) > 1 and (
+            len(self._cache) > self.max_entries or self._cached_bytes > self.max_bytes
+        ):
+            _, (_, evicted) = self._cache.popitem(last=False)
+            self._cached_bytes -= evicted
 
     def _decrypt(self, data: bytes) -> dict[str, Value]:
-        self.decrypt_count += 1
+        with self._lock:
+            self.decrypt_count += 1
+        if self.on_decrypt is not None:
+            self.on_decrypt()
         return run_sops_decrypt(self.sops_bin, data, self.env)
