@@ -1,0 +1,61 @@
+"""GET /api/v1/rotation (SPEC §15): rotation status of an environment's keys, served commit.
+
+`rotation_report()` is also what the dashboard shows. Like the CLI, it compares
+ciphertext across commits (broker.history) and never decrypts.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from flask import Blueprint, Response, request
+
+from broker import history
+from broker.api import audit, authenticate, check_environment_scope, json_response, parts
+from broker.errors import ApiError, BadRequest, NotFound
+from broker.rotation import KeyStatus, PolicyError, evaluate, most_urgent_first, read_policy_at
+from broker.store import SecretStore, Snapshot
+
+rotation_api = Blueprint("rotation", __name__, url_prefix="/api/v1")
+
+
+class PolicyInvalid(ApiError):
+    """The `.vanta.yaml` at the served commit cannot be used: the operators' to fix."""
+
+    status, code, default_message = 500, "internal_error", "the rotation policy is invalid"
+
+
+def rotation_report(
+    store: SecretStore, snapshot: Snapshot, environment: str, now: datetime | None = None
+) -> list[KeyStatus]:
+    """Every key of `environment` at `snapshot` with its rotation status, in key order.
+
+    Raises NotFound when the environment has no file there, BadRequest when the secrets
+    are not in Git (no history to read), PolicyInvalid for a broken `.vanta.yaml`."""
+    tree = store.tree
+    git_dir = getattr(tree, "git_dir", None)
+    if git_dir is None or snapshot.version is None:
+        raise BadRequest("rotation needs the secrets in a Git repository")
+    if tree.blob(snapshot, environment) is None:
+        raise NotFound(f"environment {environment!r} not found")
+    try:
+        policy = read_policy_at(str(git_dir), snapshot.version)
+    except PolicyError as exc:
+        raise PolicyInvalid(str(exc)) from None
+    changes = history.last_changes(git_dir, snapshot.version, tree.file_path(environment))
+    return evaluate(policy, environment, changes, now)
+
+
+@rotation_api.get("/rotation")
+def rotation_check() -> Response:
+    audit(event="rotation.check")
+    claims = authenticate("secrets:list")
+    environment = request.args.get("environment")
+    if not environment:
+        raise BadRequest("environment is required")
+    check_environment_scope(claims, environment)
+    snapshot = parts().store.served()
+    audit(version=snapshot.version)
+    statuses = rotation_report(parts().store, snapshot, environment)
+    keys = [s.to_json() for s in most_urgent_first(statuses) if claims.scope.covers_key(s.key)]
+    return json_response({"environment": environment, "version": snapshot.version, "keys": keys})
