@@ -1,0 +1,371 @@
+"""The read-only dashboard (SPEC §16): server-rendered pages, no JavaScript.
+
+Each page shows what the signed-in token could read through the API and nothing more:
+keys and history need secrets:list, the audit explorer audit:read, and only environments
+and keys inside the token's scope appear. No page ever reads a secret value.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from werkzeug.datastructures import MultiDict
+
+from broker import history
+from broker import scope as names
+from broker.api import parts
+from broker.audit_export import AuditQuery
+from broker.errors import ApiError, BadRequest, NotFound, PermissionDenied, ScopeDenied
+from broker.rotation import KeyStatus, count_by_status
+from broker.rotation_api import rotation_report
+from broker.tokens import LEEWAY_SECONDS, Claims, verify
+from broker.ui.audit_view import as_rfc3339, parse_page, read_page
+from broker.ui.session import (
+    BROWSER_COOKIE,
+    COOKIE_PATH,
+    MAX_COOKIE_BYTES,
+    SESSION_COOKIE,
+    Session,
+    SessionSealer,
+    ended_marker,
+    new_browser_id,
+    new_session_id,
+)
+
+ui = Blueprint(
+    "ui",
+    __name__,
+    url_prefix="/ui",
+    template_folder="templates",
+    static_folder="static",
+)
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+_BROWSER_ID_MAX = 64
+
+
+def sealer() -> SessionSealer:
+    """One per app: the keys are derived from the signing key once."""
+    found = current_app.extensions.get("vanta_ui")
+    if found is None:
+        found = SessionSealer(parts().config.keyring.signing[1].reveal())
+        current_app.extensions["vanta_ui"] = found
+    return found
+
+
+# -- every request --------------------------------------------------------------------------
+
+
+@ui.before_request
+def _load_browser_and_session() -> None:
+    browser_id = request.cookies.get(BROWSER_COOKIE, "")
+    g.new_browser_id = not (0 < len(browser_id) <= _BROWSER_ID_MAX and browser_id.isprintable())
+    g.browser_id = new_browser_id() if g.new_browser_id else browser_id
+    g.ui_session = None
+    g.drop_session_cookie = False
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        g.ui_session = _open_session(cookie)
+        g.drop_session_cookie = g.ui_session is None
+
+
+def _open_session(cookie: str) -> Session | None:
+    """The session this cookie carries, if its token is still good and it was not ended."""
+    opened = sealer().open(cookie)
+    if opened is None:
+        return None
+    session_id, token, _ = opened
+    claims = _verified(token)
+    if claims is None:
+        return None
+    state = parts().state  # StateUnavailable propagates: fail closed with a 503 page
+    if state.is_revoked(claims.jti) or state.is_revoked(ended_marker(session_id)):
+        return None
+    g.claims = claims
+    return Session(session_id, token, claims)
+
+
+def _verified(token: str) -> Claims | None:
+    """The token's claims if it verifies and has not expired (no leeway past `exp`)."""
+    config = parts().config
+    try:
+        claims = verify(
+            token, config.keyring, issuer=config.jwt_issuer, audience=config.jwt_audience
+        )
+    except ApiError:
+        return None
+    return claims if claims.expires_at > time.time() else None
+
+
+@ui.after_request
+def _finish(response: Response) -> Response:
+    response.headers.update(SECURITY_HEADERS)
+    if g.get("new_browser_id"):
+        _set_cookie(response, BROWSER_COOKIE, g.browser_id, max_age=None)
+    if g.get("drop_session_cookie"):
+        response.delete_cookie(
+            SESSION_COOKIE,
+            path=COOKIE_PATH,
+            secure=request.is_secure,
+            httponly=True,
+            samesite="Strict",
+        )
+    return response
+
+
+def _set_cookie(response: Response, name: str, value: str, max_age: int | None) -> None:
+    response.set_cookie(
+        name,
+        value,
+        max_age=max_age,
+        path=COOKIE_PATH,
+        secure=request.is_secure,
+        httponly=True,
+        samesite="Strict",
+    )
+
+
+@ui.context_processor
+def _page_context() -> dict[str, Any]:
+    session: Session | None = g.get("ui_session")
+    return {
+        "session": session,
+        "claims": session.claims if session else None,
+        "csrf_token": sealer().csrf_token(g.browser_id),
+        "expires_in": _expires_in(session.claims) if session else None,
+    }
+
+
+def _expires_in(claims: Claims) -> str:
+    left = max(0, claims.expires_at - int(time.time()))
+    hours, minutes = divmod(left // 60, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
+
+
+@ui.errorhandler(ApiError)
+def _error_page(exc: ApiError) -> tuple[str, int]:
+    g.error_code = exc.code
+    return render_template("ui/error.html", status=exc.status, message=exc.message), exc.status
+
+
+def _signed_in() -> Session:
+    session = g.get("ui_session")
+    if session is None:
+        raise _SignInFirst()
+    return session
+
+
+class _SignInFirst(Exception):
+    pass
+
+
+@ui.errorhandler(_SignInFirst)
+def _to_sign_in(_: _SignInFirst) -> Response:
+    return redirect(url_for("ui.index"), code=303)
+
+
+def _require(claims: Claims, permission: str) -> None:
+    if not claims.has(permission):
+        raise PermissionDenied(f"this token lacks {permission}")
+
+
+def _check_csrf() -> None:
+    if not sealer().csrf_valid(request.cookies.get(BROWSER_COOKIE), request.form.get("csrf")):
+        raise BadRequest("the form's CSRF token is missing or was issued to another browser")
+
+
+# -- sign-in and sign-out -----------------------------------------------------------------------
+
+
+@ui.get("/")
+def index() -> Any:
+    session = g.ui_session
+    if session is None:
+        return render_template("ui/login.html", signed_out="signed_out" in request.args)
+    claims = session.claims
+    store = parts().store
+    snapshot = store.served()
+    rows = None
+    if claims.has("secrets:list"):
+        rows = [
+            _environment_row(claims, snapshot, name)
+            for name in store.environments(snapshot)
+            if claims.scope.covers_environment(name)
+        ]
+    return render_template("ui/index.html", rows=rows, snapshot=snapshot)
+
+
+@dataclass(frozen=True)
+class EnvironmentRow:
+    name: str
+    keys: int
+    due: int | None
+    overdue: int | None
+
+
+def _environment_row(claims: Claims, snapshot: Any, environment: str) -> EnvironmentRow:
+    statuses = _visible_statuses(claims, snapshot, environment)
+    if statuses is None:  # outside Git: no history, so no rotation status
+        keys = _visible_keys(claims, snapshot, environment)
+        return EnvironmentRow(environment, len(keys), None, None)
+    counts = count_by_status(statuses)
+    return EnvironmentRow(environment, len(statuses), counts["due"], counts["overdue"])
+
+
+def _visible_statuses(claims: Claims, snapshot: Any, environment: str) -> list[KeyStatus] | None:
+    try:
+        statuses = rotation_report(parts().store, snapshot, environment)
+    except BadRequest:
+        return None
+    return [s for s in statuses if claims.scope.covers_key(s.key)]
+
+
+def _visible_keys(claims: Claims, snapshot: Any, environment: str) -> list[str]:
+    document = parts().store.document(snapshot, environment)
+    return sorted(k for k in document if claims.scope.covers_key(k))
+
+
+@ui.get("/login")
+def login_form() -> Response:
+    return redirect(url_for("ui.index"), code=303)
+
+
+@ui.post("/login")
+def login() -> Any:
+    if not sealer().csrf_valid(request.cookies.get(BROWSER_COOKIE), request.form.get("csrf")):
+        return _login_refused(400, "This form was not issued to this browser. Please try again.")
+    token = request.form.get("token", "").strip()
+    if token[:7].lower() == "bearer ":
+        token = token[7:].strip()
+    claims = _verified(token)
+    if claims is None:
+        return _login_refused(401, "That token is not valid or has expired.")
+    state = parts().state
+    if state.is_revoked(claims.jti):
+        return _login_refused(403, "That token has been revoked.")
+    previous = g.ui_session
+    if previous is not None:  # a new sign-in ends the session it replaces
+        state.revoke(previous.ended_marker, previous.claims.expires_at + LEEWAY_SECONDS)
+    cookie = sealer().seal(new_session_id(), token, claims.expires_at)
+    if len(cookie) > MAX_COOKIE_BYTES:
+        return _login_refused(400, "That token is too long to keep in a browser session.")
+    g.claims = claims
+    g.drop_session_cookie = False
+    response = redirect(url_for("ui.index"), code=303)
+    _set_cookie(response, SESSION_COOKIE, cookie, max_age=claims.expires_at - int(time.time()))
+    return response
+
+
+def _login_refused(status: int, message: str) -> tuple[str, int]:
+    return render_template("ui/login.html", error=message), status
+
+
+@ui.post("/logout")
+def logout() -> Response:
+    _check_csrf()
+    session = g.ui_session
+    if session is not None:
+        # Recorded where every worker and broker looks, for as long as the token lives.
+        parts().state.revoke(session.ended_marker, session.claims.expires_at + LEEWAY_SECONDS)
+    g.ui_session = None
+    g.drop_session_cookie = True
+    return redirect(url_for("ui.index", signed_out=1), code=303)
+
+
+# -- environments and keys ------------------------------------------------------------------------
+
+
+def _readable_environment(claims: Claims, environment: str) -> None:
+    names.check_environment(environment)
+    _require(claims, "secrets:list")
+    if not claims.scope.covers_environment(environment):
+        raise ScopeDenied("this environment is outside the token's scope")
+
+
+@ui.get("/env/<environment>")
+def environment_page(environment: str) -> str:
+    claims = _signed_in().claims
+    _readable_environment(claims, environment)
+    snapshot = parts().store.served()
+    statuses = _visible_statuses(claims, snapshot, environment)
+    keys = _visible_keys(claims, snapshot, environment) if statuses is None else None
+    return render_template(
+        "ui/environment.html",
+        environment=environment,
+        statuses=statuses,
+        keys=keys,
+        snapshot=snapshot,
+        counts=count_by_status(statuses or []),
+    )
+
+
+@ui.get("/env/<environment>/keys/<path:key>")
+def key_page(environment: str, key: str) -> str:
+    claims = _signed_in().claims
+    _readable_environment(claims, environment)
+    names.check_key(key)
+    if not claims.scope.covers_key(key):
+        raise ScopeDenied("this key is outside the token's pattern")
+    store = parts().store
+    snapshot = store.served()
+    versions = history.history_for_store(store, snapshot, environment, key)
+    if not versions:
+        raise NotFound(f"key {key!r} not found")
+    statuses = _visible_statuses(claims, snapshot, environment) or []
+    current = next((s for s in statuses if s.key == key), None)
+    return render_template(
+        "ui/key.html",
+        environment=environment,
+        key=key,
+        versions=versions,
+        status=current,
+    )
+
+
+# -- the audit explorer ---------------------------------------------------------------------
+
+
+@ui.get("/audit")
+def audit_page() -> str:
+    claims = _signed_in().claims
+    _require(claims, "audit:read")
+    args = MultiDict(request.args)
+    for name in ("since", "until"):
+        if args.get(name):
+            args[name] = as_rfc3339(args[name])
+    query = AuditQuery.from_args(args.to_dict(flat=False), claims.scope.environment)
+    page_number = parse_page(request.args.get("page"))
+    log = parts().audit
+    rotated = log.rotated_files() if hasattr(log, "rotated_files") else []
+    page = read_page([log.path, *reversed(rotated)], query.matches, page_number)
+    filters = {
+        name: request.args.get(name, "")
+        for name in ("environment", "subject", "outcome", "since", "until")
+    }
+    active = {name: value for name, value in filters.items() if value}
+    return render_template(
+        "ui/audit.html",
+        page=page,
+        filters=filters,
+        newer=url_for("ui.audit_page", **active, page=page.page - 1) if page.page > 1 else None,
+        older=url_for("ui.audit_page", **active, page=page.page + 1) if page.has_more else None,
+        fixed_environment=None if claims.scope.environment == "*" else claims.scope.environment,
+    )
