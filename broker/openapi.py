@@ -71,6 +71,18 @@ _ERRORS: dict[int, tuple[str, tuple[str, ...], str]] = {
     ),
 }
 _AUTHENTICATED = (400, 401, 403, 429, 503)
+_EXAMPLES: dict[str, Any] = {  # SPEC §5 and §6's own
+    "MintRequest": {
+        "subject": "billing-api",
+        "environment": "prod",
+        "key_pattern": "DATABASE_*",
+        "ttl_minutes": 15,
+        "usage_limit": 5,
+        "permissions": ["secrets:read"],
+    },
+    "BatchRequest": {"keys": ["DATABASE_URL", "API_KEY"]},
+    "RevokeRequest": {"jti": "Lx0h1K6oQ2m9Vb3wYc8tZr5uNp4sEa7d"},
+}
 
 
 def _ref(kind: str, name: str) -> Schema:
@@ -116,17 +128,18 @@ def _operation(
     tag: str,
     responses: dict[str, Schema],
     *,
-    permission: str | None = "",
+    needs: str | None = None,
+    public: bool = False,
     parameters: list[Schema] | None = None,
     body: Schema | None = None,
     body_required: bool = True,
 ) -> Schema:
-    """One operation; `permission` None means no bearer token at all."""
+    """One operation: a bearer token (`needs` naming its permission) unless `public`."""
     operation: Schema = {"operationId": operation_id, "summary": summary, "tags": [tag]}
-    if permission is None:
+    if public:
         operation["security"] = []
-    elif permission:
-        operation["description"] = f"Needs a bearer token with `{permission}`."
+    if needs:
+        operation["description"] = f"Needs a bearer token with `{needs}`."
     if parameters:
         operation["parameters"] = parameters
     if body is not None:
@@ -193,11 +206,12 @@ def _schemas(max_ttl_minutes: int) -> dict[str, Schema]:
         }
     )
     nullable_text = {"type": ["string", "null"]}
-    return {
+    schemas: dict[str, Schema] = {
         "Environment": {
             "type": "string",
             "pattern": "^[a-z0-9][a-z0-9_-]{0,62}$",
             "not": {"const": "tokens"},
+            "examples": ["prod"],
             "description": "`tokens` is reserved for the token endpoints.",
         },
         "EnvironmentOrAll": {"anyOf": [_schema("Environment"), {"const": "*"}]},
@@ -206,12 +220,14 @@ def _schemas(max_ttl_minutes: int) -> dict[str, Schema]:
             "minLength": 1,
             "maxLength": MAX_KEY_LENGTH,
             "pattern": "^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$",
+            "examples": ["DATABASE_URL"],
         },
         "KeyPattern": {
             "type": "string",
             "minLength": 1,
             "maxLength": MAX_KEY_LENGTH,
             "pattern": "^[A-Za-z0-9_./*?-]+$",
+            "examples": ["DATABASE_*"],
             "description": "Glob over keys: `*` any run (`/` included), `?` one character.",
         },
         "Permission": {"type": "string", "enum": list(PERMISSIONS)},
@@ -354,7 +370,7 @@ def _schemas(max_ttl_minutes: int) -> dict[str, Schema]:
                 "client_ip": nullable_text,
                 "outcome": {"enum": ["success", "denied", "error"]},
                 "status": {"type": "integer", "minimum": 100, "maximum": 599},
-                "error": {"anyOf": [{"enum": list(ERROR_CODES)}, {"type": "null"}]},
+                "error": {"type": ["string", "null"], "description": "The answer's code."},
                 "prev_hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
                 "hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
             },
@@ -362,6 +378,9 @@ def _schemas(max_ttl_minutes: int) -> dict[str, Schema]:
         },
         "Synced": _object({"version": {"type": "string", "pattern": "^[0-9a-f]{40}$"}}),
     }
+    for name, example in _EXAMPLES.items():
+        schemas[name]["examples"] = [example]
+    return schemas
 
 
 def _error_response(codes: tuple[str, ...], description: str, **headers: Schema) -> Schema:
@@ -420,8 +439,8 @@ def _paths() -> dict[str, Schema]:
         False,
     )
     text = {"type": "string"}
-    audit_params = [
-        _param(name, "query", schema, description, False)
+    audit_params = [  # an empty value is no filter
+        _param(name, "query", {"anyOf": [schema, {"const": ""}]}, description, False)
         for name, schema, description in (
             ("environment", _schema("Environment"), "Only this environment's records."),
             ("subject", {**text, "maxLength": 128}, "Only this subject's records."),
@@ -449,7 +468,7 @@ def _paths() -> dict[str, Schema]:
                     413,
                     *_AUTHENTICATED,
                 ),
-                permission="tokens:issue",
+                needs="tokens:issue",
                 body=_schema("MintRequest"),
             )
         },
@@ -461,7 +480,7 @@ def _paths() -> dict[str, Schema]:
                 _responses(
                     {200: _answer("Revoked.", _schema("Revoked"))}, 404, 413, *_AUTHENTICATED
                 ),
-                permission="tokens:issue",
+                needs="tokens:issue",
                 body=_schema("RevokeRequest"),
             )
         },
@@ -486,7 +505,7 @@ def _paths() -> dict[str, Schema]:
                     405,
                     *_AUTHENTICATED,
                 ),
-                permission="secrets:read",
+                needs="secrets:read",
                 parameters=[_ENVIRONMENT, _KEY, version_param],
             )
         },
@@ -498,7 +517,7 @@ def _paths() -> dict[str, Schema]:
                 _responses(
                     {200: _answer("Key names.", _schema("KeyList"))}, 404, 405, *_AUTHENTICATED
                 ),
-                permission="secrets:list",
+                needs="secrets:list",
                 parameters=[
                     _ENVIRONMENT,
                     _param("pattern", "query", _schema("KeyPattern"), "Default `*`.", False),
@@ -517,7 +536,7 @@ def _paths() -> dict[str, Schema]:
                     413,
                     *_AUTHENTICATED,
                 ),
-                permission="secrets:read (and secrets:list for a pattern)",
+                needs="secrets:read (and secrets:list for a pattern)",
                 parameters=[_ENVIRONMENT],
                 body=_schema("BatchRequest"),
             )
@@ -530,7 +549,7 @@ def _paths() -> dict[str, Schema]:
                 _responses(
                     {200: _answer("Its history.", _schema("History"))}, 404, *_AUTHENTICATED
                 ),
-                permission="secrets:list",
+                needs="secrets:list",
                 parameters=[_ENVIRONMENT, _KEY],
             )
         },
@@ -552,7 +571,7 @@ def _paths() -> dict[str, Schema]:
                     },
                     *_AUTHENTICATED,
                 ),
-                permission="audit:read",
+                needs="audit:read",
                 parameters=audit_params,
             )
         },
@@ -562,7 +581,7 @@ def _paths() -> dict[str, Schema]:
                 "Rotation status of an environment's keys",
                 "rotation",
                 _responses({200: _answer("Key ages.", _schema("Rotation"))}, 404, *_AUTHENTICATED),
-                permission="secrets:list",
+                needs="secrets:list",
                 parameters=[
                     _param("environment", "query", _schema("Environment"), "Required.", True)
                 ],
@@ -586,7 +605,7 @@ def _paths() -> dict[str, Schema]:
                     429,
                     503,
                 ),
-                permission=None,
+                public=True,
                 parameters=[
                     _param(
                         "X-Hub-Signature-256",
@@ -616,7 +635,7 @@ def _paths() -> dict[str, Schema]:
                     429,
                     503,
                 ),
-                permission=None,
+                public=True,
             )
         },
     }
