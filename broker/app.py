@@ -31,11 +31,14 @@ from broker.errors import (
     TokenInvalid,
 )
 from broker.metrics import Metrics
+from broker.openapi import openapi
 from broker.ratelimit import RateLimits, SqliteLimitStorage, parse_rate
 from broker.remote import Poller, RemoteMirror, RemoteTree
+from broker.rotation_api import rotation_api
 from broker.sops import Decryptor
 from broker.store import SecretStore
 from broker.sync_api import note_sync, sync
+from broker.ui import ui
 from broker.usage import SqliteTokenState, TokenState
 
 log = logging.getLogger("vanta.broker")
@@ -104,9 +107,12 @@ def create_app(
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=config.trusted_proxies)  # type: ignore[method-assign]
     if mirror is not None:
         _start_following(parts, background)
+    app.register_blueprint(openapi)
     app.register_blueprint(admin)
     app.register_blueprint(sync)
+    app.register_blueprint(rotation_api)
     app.register_blueprint(api)
+    app.register_blueprint(ui)
     app.add_url_rule("/healthz", "healthz", lambda: json_response({"status": "ok"}))
     app.add_url_rule("/readyz", "readyz", _readyz)
     app.add_url_rule("/metrics", "metrics", _metrics)

@@ -23,6 +23,7 @@ from broker.errors import AuditUnavailable
 GENESIS = "0" * 64
 DEFAULT_MAX_BYTES = 100 * 1024 * 1024
 _TAIL_BLOCK = 65536
+_HASH_RE = re.compile(r"[0-9a-f]{64}")
 _ROTATED_RE = re.compile(r"\d{8}T\d{6}\.\d{3}Z(-\d{4})?")
 
 
@@ -34,6 +35,16 @@ def record_hash(record: dict[str, Any]) -> str:
     """The hash of a record: SHA-256 of its canonical JSON without the `hash` field."""
     body = {k: v for k, v in record.items() if k != "hash"}
     return hashlib.sha256(canonical(body)).hexdigest()
+
+
+def _hash_of(line: bytes) -> str:
+    """The `hash` of a record line; ValueError if the line is not a chained record (a
+    damaged tail is refused, not chained onto)."""
+    record = json.loads(line)
+    value = record.get("hash") if isinstance(record, dict) else None
+    if not (isinstance(value, str) and _HASH_RE.fullmatch(value)):
+        raise ValueError("the audit file's last record carries no hash")
+    return value
 
 
 def now_rfc3339_ms() -> str:
@@ -140,7 +151,7 @@ class AuditLog:
                 block = f.read(size - start)
                 lines = block.rstrip(b"\n").rsplit(b"\n", 1)
                 if len(lines) == 2 or start == 0:
-                    return json.loads(lines[-1])["hash"]
+                    return _hash_of(lines[-1])
                 start = max(0, start - _TAIL_BLOCK)
 
     def append(self, record: dict[str, Any]) -> dict[str, Any]:
