@@ -1,0 +1,308 @@
+"""Schemathesis against a real `vanta-broker serve`: every answer conforms to the broker's
+OpenAPI document (status documented, body and headers as documented, never a 5xx).
+
+The cases come from `broker.openapi.build_document`, the very document each broker here
+serves at GET /api/v1/openapi.json (checked first). Three passes, each on its own broker
+process, each bounded and derandomized so that CI sends the same requests every time:
+
+- with an admin token (environment "*", pattern "*", all four permissions), a fresh one
+  minted offline for every case, so revoke-self (or a revoke that names it) never takes
+  away the token the next case uses;
+- without a token (what schemathesis makes of the bearer scheme on its own), under the
+  default failed-authentication throttle, so 401s and then 429s meet the document;
+- the webhook of a broker following a Git remote: a well-formed signature is replaced by
+  the true HMAC of the body sent (200 after a real fetch), a malformed or missing one is
+  left as generated (401 signature_invalid).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import schemathesis
+from agekeys import AgeKey
+from conftest import (
+    DEV_SECRETS,
+    PROD_SECRETS,
+    SIGNING_KEY,
+    SOPS_BIN,
+    RunningBroker,
+    bearer,
+    make_secrets_repo,
+    make_token,
+    start_broker,
+    stop_broker,
+)
+from schemathesis.config import SchemathesisConfig
+from schemathesis.openapi.checks import UnsupportedMethodResponse
+from schemathesis.specs.openapi.checks import missing_required_header, unsupported_method
+
+from broker import history
+from broker.app import create_app
+from broker.config import Config, Keyring, SecretValue
+from broker.openapi import build_document
+
+MAX_TTL_MINUTES = 1440
+WEBHOOK_SECRET = "schemathesis-webhook-secret"
+SIGNATURE_HEADER = "X-Hub-Signature-256"
+WELL_FORMED_SIGNATURE = re.compile(r"sha256=[0-9a-f]{64}")
+SYNC = "/api/v1/sync"
+
+# What "conforms" means here; the remaining built-in checks (stateful resource checks,
+# positive data acceptance, object-level authorization) assume a CRUD API this is not.
+CHECKS = (
+    "not_a_server_error",
+    "status_code_conformance",
+    "content_type_conformance",
+    "response_schema_conformance",
+    "response_headers_conformance",
+    "negative_data_rejection",
+    "missing_required_header",
+    "unsupported_method",
+    "ignored_auth",
+)
+OTHER_CHECKS = (
+    "positive_data_acceptance",
+    "use_after_free",
+    "ensure_resource_availability",
+    "object_level_authorization",
+    "allow_header_conformance",
+)
+
+
+def load_schema(max_examples: int) -> Any:
+    """The document, with bounded and reproducible generation (seed, derandomized, no
+    example database, no deadline: schemathesis sets none)."""
+    checks: dict[str, Any] = {name: {"enabled": False} for name in OTHER_CHECKS}
+    checks.update({name: {"enabled": True} for name in CHECKS})
+    config = SchemathesisConfig.from_dict(
+        {
+            "seed": 20260101,
+            "generation": {
+                "mode": "all",
+                "max-examples": max_examples,
+                "deterministic": True,
+                "database": "none",
+            },
+            "phases": {"stateful": {"enabled": False}},
+            "checks": checks,
+            "suppress-health-check": ["all"],
+        }
+    )
+    return schemathesis.openapi.from_dict(build_document(MAX_TTL_MINUTES), config=config)
+
+
+@schemathesis.deserializer("application/x-ndjson")
+def _json_lines(ctx: Any, response: Any) -> list[Any]:
+    """An audit export read as the array of its lines, as the document describes it."""
+    return [json.loads(line) for line in response.content.splitlines() if line.strip()]
+
+
+# -- one repository and three brokers for the module -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def module_config(tmp_path_factory: pytest.TempPathFactory, age_key: AgeKey, age_key_file: Path):
+    root = tmp_path_factory.mktemp("schemathesis")
+    repo = make_secrets_repo(root / "repo", age_key.recipient)
+    repo.write("dev", DEV_SECRETS)
+    repo.write("prod", PROD_SECRETS)
+    repo.commit("secrets: add dev and prod")
+    config = Config(
+        keyring=Keyring(((None, SecretValue(SIGNING_KEY)),)),
+        sops_files_path=repo.secrets_dir,
+        audit_log=root / "audit" / "access.jsonl",
+        state_db=root / "state" / "broker.db",
+        sops_bin=SOPS_BIN,
+        sops_age_key_file=age_key_file,
+        max_ttl_minutes=MAX_TTL_MINUTES,
+    )
+    return config, repo, root
+
+
+def _module_broker(module_config: Any, name: str, extra_env: dict[str, str]) -> RunningBroker:
+    config, _, root = module_config
+    workdir = root / name
+    workdir.mkdir()
+    env = {
+        "VANTA_AUDIT_LOG": str(workdir / "audit.jsonl"),
+        "VANTA_STATE_DB": str(workdir / "broker.db"),
+        **extra_env,
+    }
+    return start_broker(config, workdir, extra_env=env)
+
+
+@pytest.fixture(scope="module")
+def admin_broker(module_config: Any) -> Iterator[RunningBroker]:
+    # ignored_auth sends token-less probes: the failed-auth throttle would 429 the rest.
+    broker = _module_broker(module_config, "admin", {"VANTA_AUTH_FAILURES_PER_MINUTE": "0"})
+    yield broker
+    stop_broker(broker)
+
+
+@pytest.fixture(scope="module")
+def anonymous_broker(module_config: Any) -> Iterator[RunningBroker]:
+    broker = _module_broker(module_config, "anonymous", {})
+    yield broker
+    stop_broker(broker)
+
+
+@pytest.fixture(scope="module")
+def remote_broker(module_config: Any) -> Iterator[RunningBroker]:
+    _, repo, root = module_config
+    env = {
+        "VANTA_GIT_REMOTE": str(repo.path),
+        "VANTA_GIT_CACHE": str(root / "git-cache"),
+        "VANTA_GIT_POLL_SECONDS": "0",
+        "VANTA_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "VANTA_SOPS_FILES_PATH": "secrets",
+        "VANTA_AUTH_FAILURES_PER_MINUTE": "0",
+    }
+    broker = _module_broker(module_config, "remote", env)
+    yield broker
+    stop_broker(broker)
+
+
+def test_each_broker_serves_the_document_the_cases_come_from(
+    admin_broker: RunningBroker, anonymous_broker: RunningBroker, remote_broker: RunningBroker
+) -> None:
+    expected = build_document(MAX_TTL_MINUTES)
+    for broker in (admin_broker, anonymous_broker, remote_broker):
+        r = requests.get(f"{broker.url}/api/v1/openapi.json", timeout=10)
+        assert r.status_code == 200, r.text
+        assert r.json() == expected
+
+
+# -- known non-conformances of files this test does not own: each tolerated alone --------
+
+
+def _unsupported_method_but_allow(ctx: Any, response: Any, case: Any) -> bool | None:
+    """unsupported_method, less its Allow header requirement."""
+    try:
+        return unsupported_method(ctx, response, case)
+    except UnsupportedMethodResponse as failure:
+        if failure.failure_reason == "missing_allow_header":
+            return None
+        raise
+
+
+@pytest.fixture(scope="module")
+def routed(module_config: Any) -> set[str]:
+    """The URL rules create_app registers."""
+    app = create_app(module_config[0], background=False)
+    return {rule.rule for rule in app.url_map.iter_rules()}
+
+
+def call_and_validate(case: Any, request: pytest.FixtureRequest, **kwargs: Any) -> None:
+    """case.call_and_validate, with the known bugs below tolerated for their case only."""
+    path, method = case.operation.path, case.method.upper()
+    if path == "/api/v1/rotation" and path not in request.getfixturevalue("routed"):
+        # KNOWN GAP broker/app.py create_app does not register broker.rotation_api yet
+        # (SPEC §15, in progress): 404 "no such endpoint". Goes away once registered.
+        request.applymarker(pytest.mark.xfail(reason="rotation_api not registered"))
+    if path.startswith("/api/v1/vault/tokens/") and method == "GET":
+        # KNOWN BUG broker/api.py reject_reserved: GET /api/v1/vault/tokens/... is 405
+        # without the Allow header RFC 9110 requires (it should say "POST").
+        kwargs["excluded_checks"] = [unsupported_method]
+        kwargs["additional_checks"] = [_unsupported_method_but_allow]
+    if path == "/api/v1/history/{environment}/{key}" and not hasattr(history, "history_for_store"):
+        # KNOWN GAP broker/history.py is still the issue 4 placeholder: api.key_history's
+        # import fails, a 500. Goes away by itself when the module lands.
+        request.applymarker(pytest.mark.xfail(reason="broker/history.py placeholder"))
+    case.call_and_validate(**kwargs)
+
+
+# -- the passes ---------------------------------------------------------------------------
+
+admin = load_schema(max_examples=25).exclude(path=SYNC)
+anonymous = load_schema(max_examples=8).exclude(path=SYNC)
+webhook = load_schema(max_examples=25).include(path=SYNC)
+
+
+@admin.parametrize()
+def test_every_answer_to_an_admin_token_conforms(
+    case: Any, admin_broker: RunningBroker, module_config: Any, request: pytest.FixtureRequest
+) -> None:
+    token = make_token(module_config[0], subject="schemathesis")
+    call_and_validate(case, request, base_url=admin_broker.url, headers=bearer(token))
+
+
+@anonymous.parametrize()
+def test_every_answer_without_a_token_conforms(
+    case: Any, anonymous_broker: RunningBroker, request: pytest.FixtureRequest
+) -> None:
+    # Once throttled, a request without Authorization is rightly 429, not the 401 that
+    # missing_required_header wants: the admin pass (throttle off) runs that check.
+    call_and_validate(
+        case,
+        request,
+        base_url=anonymous_broker.url,
+        excluded_checks=[missing_required_header],
+    )
+
+
+class SigningSession(requests.Session):
+    """Puts the true HMAC of the body sent in place of a well-formed signature."""
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        given = request.headers.get(SIGNATURE_HEADER, "")
+        if WELL_FORMED_SIGNATURE.fullmatch(given):
+            body = request.body or b""
+            body = body.encode() if isinstance(body, str) else body
+            digest = hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
+            request.headers[SIGNATURE_HEADER] = f"sha256={digest}"
+        return super().send(request, **kwargs)
+
+
+@webhook.parametrize()
+def test_every_webhook_answer_conforms(
+    case: Any, remote_broker: RunningBroker, request: pytest.FixtureRequest
+) -> None:
+    with SigningSession() as session:
+        call_and_validate(case, request, base_url=remote_broker.url, session=session)
+
+
+# -- the passes reached what they are for ---------------------------------------------------
+
+
+def _audit_trail(module_config: Any, name: str) -> list[dict[str, Any]]:
+    path = module_config[2] / name / "audit.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_the_admin_pass_reached_every_endpoints_success(
+    admin_broker: RunningBroker, module_config: Any
+) -> None:
+    successes = {r["event"] for r in _audit_trail(module_config, "admin") if r["status"] < 300}
+    expected = {
+        "token.generate",
+        "token.revoke",
+        "token.revoke_self",
+        "secret.read",
+        "secret.list",
+        "secret.batch",
+        "audit.export",
+    }
+    assert expected <= successes
+
+
+def test_the_anonymous_pass_met_both_401_and_the_throttles_429(
+    anonymous_broker: RunningBroker, module_config: Any
+) -> None:
+    statuses = {r["status"] for r in _audit_trail(module_config, "anonymous")}
+    assert {401, 429} <= statuses
+
+
+def test_the_webhook_pass_synced_and_refused_bad_signatures(
+    remote_broker: RunningBroker, module_config: Any
+) -> None:
+    syncs = [r for r in _audit_trail(module_config, "remote") if r["event"] == "git.sync"]
+    assert {r["status"] for r in syncs} >= {200, 401}
