@@ -161,9 +161,10 @@ def _expires_in(claims: Claims) -> str:
 
 
 @ui.errorhandler(ApiError)
-def _error_page(exc: ApiError) -> tuple[str, int]:
+def _error_page(exc: ApiError) -> tuple[str, int, dict[str, str]]:
     g.error_code = exc.code
-    return render_template("ui/error.html", status=exc.status, message=exc.message), exc.status
+    page = render_template("ui/error.html", status=exc.status, message=exc.message)
+    return page, exc.status, exc.headers()
 
 
 def _signed_in() -> Session:
