@@ -289,7 +289,6 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 
 
 def _finish(response: Response) -> Response:
-    response.headers["X-Request-Id"] = g.get("request_id", "")
     limits = g_parts().limits
     if response.status_code == 401 and limits is not None:
         try:
@@ -298,6 +297,7 @@ def _finish(response: Response) -> Response:
             log.error("could not count a failed authentication")
     if request.path.startswith("/api/") and request.path not in _UNAUDITED:
         response = _write_audit(response)
+    response.headers["X-Request-Id"] = g.get("request_id", "")
     _count(response)
     _log_request(response)
     return response
@@ -338,8 +338,8 @@ def _write_audit(response: Response) -> Response:
         "status": status,
         "error": error,
     }
-    if "minted_jti" in fields:
-        record["minted_jti"] = fields["minted_jti"]
+    # Event-specific fields (minted_jti, revoked_jti, refused_commit, ...) ride along.
+    record.update({k: v for k, v in fields.items() if k not in record})
     try:
         parts.audit.append(record)
     except AuditUnavailable as exc:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 
 from broker.errors import BadRequest
 
@@ -81,24 +80,37 @@ def check_pattern(pattern: object, field: str = "key_pattern") -> str:
     return pattern  # type: ignore[return-value]
 
 
-@lru_cache(maxsize=4096)
-def _compile(pattern: str) -> re.Pattern[str]:
-    parts = []
-    for char in pattern:
-        if char == "*":
-            parts.append(".*")
-        elif char == "?":
-            parts.append(".")
-        else:
-            parts.append(re.escape(char))
-    return re.compile("".join(parts), re.DOTALL)
-
-
 def pattern_matches(pattern: str, key: str) -> bool:
-    """True when the glob `pattern` matches the whole of `key` ('*' spans '/')."""
+    """True when the glob `pattern` matches the whole of `key` ('*' spans '/').
+
+    Linear-time per star (no backtracking regex): a hostile pattern cannot stall a worker.
+    """
     if pattern == ALL:
         return True
-    return _compile(pattern).fullmatch(key) is not None
+    if "*" not in pattern and "?" not in pattern:
+        return pattern == key
+    if "?" not in pattern and pattern.count("*") == 1:
+        head, tail = pattern.split("*")
+        return len(key) >= len(head) + len(tail) and key.startswith(head) and key.endswith(tail)
+    # Greedy wildcard matching: on a mismatch, retry from the last '*' one character later.
+    p = k = 0
+    star, star_k = -1, 0
+    while k < len(key):
+        if p < len(pattern) and (pattern[p] == "?" or pattern[p] == key[k]):
+            p += 1
+            k += 1
+        elif p < len(pattern) and pattern[p] == "*":
+            star, star_k = p, k
+            p += 1
+        elif star >= 0:
+            p = star + 1
+            star_k += 1
+            k = star_k
+        else:
+            return False
+    while p < len(pattern) and pattern[p] == "*":
+        p += 1
+    return p == len(pattern)
 
 
 def pattern_contains(outer: str, inner: str) -> bool:
