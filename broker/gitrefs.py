@@ -28,6 +28,7 @@ DWIM_RULES = (
 _OBJECT_ID = re.compile(rb"[0-9a-f]{40}")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_./-]+")
 MAX_SYMREF_DEPTH = 5
+MAX_REMEMBERED_PATHS = 256
 # A packed-refs file changed this recently may change again within one timestamp tick, so
 # its parsed form is trusted only once it is older than this (Git's "racy clean" rule).
 RACY_SECONDS = 2.0
@@ -52,6 +53,7 @@ class RefReader:
         self.usable = not os.path.exists(os.path.join(self.common_dir, "reftable"))
         self._packed: dict[str, str] = {}
         self._packed_stat: tuple[int, int, int, int] | None = None
+        self._paths: dict[str, str] = {}  # full ref name -> its loose file
 
     def resolve(self, name: str) -> str | None:
         """The object id (hex) that `git rev-parse name` would start from, or None when the
@@ -79,10 +81,14 @@ class RefReader:
         return text.decode() if _OBJECT_ID.fullmatch(text) else None
 
     def _read_loose(self, full_name: str) -> bytes | None:
-        per_worktree = not full_name.startswith("refs/") or full_name.startswith(
-            _PER_WORKTREE_PREFIXES
-        )
-        path = os.path.join(self.git_dir if per_worktree else self.common_dir, full_name)
+        path = self._paths.get(full_name)
+        if path is None:
+            per_worktree = not full_name.startswith("refs/") or full_name.startswith(
+                _PER_WORKTREE_PREFIXES
+            )
+            path = os.path.join(self.git_dir if per_worktree else self.common_dir, full_name)
+            if len(self._paths) < MAX_REMEMBERED_PATHS:
+                self._paths[full_name] = path
         try:
             fd = os.open(path, os.O_RDONLY)
         except (FileNotFoundError, NotADirectoryError):
