@@ -1,0 +1,232 @@
+"""What the benchmark runs against: a fresh age key, a Git repository of real SOPS files
+in a temporary directory, tokens, and a real `vanta-broker serve` on a loopback port."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from agekeys import generate_age_key  # noqa: E402
+
+from broker.config import Keyring, SecretValue, default_sops_bin  # noqa: E402
+from broker.scope import PERMISSIONS, Scope  # noqa: E402
+from broker.tokens import MintRequest, mint  # noqa: E402
+
+SIGNING_KEY = "bench-signing-key-0123456789-abcdefghijklmnop"
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Bench",
+    "GIT_AUTHOR_EMAIL": "bench@example.com",
+    "GIT_COMMITTER_NAME": "Bench",
+    "GIT_COMMITTER_EMAIL": "bench@example.com",
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+START_TIMEOUT_SECONDS = 30
+
+
+def git(repo: Path, *args: str) -> str:
+    proc = subprocess.run(
+        ["git", "-C", str(repo), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **GIT_ENV},
+        check=True,
+    )
+    return proc.stdout.strip()
+
+
+@dataclass
+class BenchRepo:
+    """A Git repository with `.sops.yaml` and `secrets/<env>.enc.yaml`, and the age key."""
+
+    path: Path
+    key_file: Path
+    sops_bin: str
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.path / "secrets"
+
+    def file(self, environment: str) -> Path:
+        return self.secrets_dir / f"{environment}.enc.yaml"
+
+    def encrypt(self, environment: str, data: dict[str, Any]) -> None:
+        relpath = f"secrets/{environment}.enc.yaml"
+        proc = subprocess.run(
+            [
+                self.sops_bin,
+                "encrypt",
+                "--filename-override",
+                relpath,
+                "--input-type",
+                "json",
+                "--output-type",
+                "yaml",
+                "/dev/stdin",
+            ],
+            input=json.dumps(data).encode(),
+            capture_output=True,
+            cwd=self.path,
+            check=True,
+        )
+        self.file(environment).write_bytes(proc.stdout)
+
+    def commit(self, message: str) -> str:
+        git(self.path, "add", "-A")
+        git(self.path, "commit", "-q", "-m", message)
+        return git(self.path, "rev-parse", "HEAD")
+
+    def decrypt_seconds(self, environment: str) -> float:
+        """Wall time of one `sops decrypt` of this environment's file, as the broker runs it."""
+        data = self.file(environment).read_bytes()
+        started = time.perf_counter()
+        subprocess.run(
+            [
+                self.sops_bin,
+                "decrypt",
+                "--input-type",
+                "yaml",
+                "--output-type",
+                "json",
+                "/dev/stdin",
+            ],
+            input=data,
+            capture_output=True,
+            env={**os.environ, "SOPS_AGE_KEY_FILE": str(self.key_file)},
+            check=True,
+        )
+        return time.perf_counter() - started
+
+
+def make_repo(workdir: Path) -> BenchRepo:
+    """An empty secrets repository whose `.sops.yaml` encrypts to a fresh age key."""
+    key = generate_age_key()
+    key_file = workdir / "identity.txt"
+    key_file.write_text(f"# bench identity\n{key.identity}\n")
+    key_file.chmod(0o600)
+    path = workdir / "repo"
+    path.mkdir()
+    git(path, "init", "-q", "-b", "main")
+    (path / ".sops.yaml").write_text(
+        "creation_rules:\n"
+        f"  - path_regex: (^|/)secrets/[^/]+\\.enc\\.yaml$\n    age: {key.recipient}\n"
+    )
+    (path / "secrets").mkdir()
+    return BenchRepo(path, key_file, default_sops_bin())
+
+
+def keyring() -> Keyring:
+    return Keyring(((None, SecretValue(SIGNING_KEY)),))
+
+
+def make_token(
+    environment: str = "*",
+    usage_limit: int | None = None,
+    ttl_minutes: int = 60,
+    permissions: tuple[str, ...] = PERMISSIONS,
+) -> str:
+    request = MintRequest("bench", Scope(environment, "*", permissions), ttl_minutes, usage_limit)
+    token, _ = mint(request, keyring(), issuer="vanta-vault", audience="vanta-vault-api")
+    return token
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Broker:
+    """A running `vanta-broker serve`; `stop()` ends it (and its workers)."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+    state_dir: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def worker_pids(self) -> list[int]:
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        try:
+            return [int(pid) for pid in children.read_text().split()]
+        except OSError:
+            return []
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def broker_command() -> list[str]:
+    script = Path(sys.executable).parent / "vanta-broker"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "broker"]
+
+
+def start_broker(
+    repo: BenchRepo,
+    state_dir: Path,
+    *,
+    workers: int = 2,
+    threads: int | None = None,
+    decrypt_cache: bool = True,
+    extra_env: dict[str, str] | None = None,
+) -> Broker:
+    """Start `vanta-broker serve` on a free loopback port and wait for /healthz."""
+    if state_dir.exists():
+        shutil.rmtree(state_dir)
+    state_dir.mkdir(parents=True)
+    port = free_port()
+    env = {
+        **os.environ,
+        "VANTA_JWT_SECRET_KEY": SIGNING_KEY,
+        "VANTA_SOPS_FILES_PATH": str(repo.secrets_dir),
+        "VANTA_AUDIT_LOG": str(state_dir / "audit.jsonl"),
+        "VANTA_STATE_DB": str(state_dir / "broker.db"),
+        "SOPS_AGE_KEY_FILE": str(repo.key_file),
+        "VANTA_DECRYPT_CACHE": "on" if decrypt_cache else "off",
+        **(extra_env or {}),
+    }
+    log = (state_dir / "broker.log").open("wb")
+    command = [*broker_command(), "serve", "--port", str(port), "--workers", str(workers)]
+    if threads is not None:
+        command += ["--threads", str(threads)]
+    process = subprocess.Popen(
+        command,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    broker = Broker(port, process, state_dir)
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError((state_dir / "broker.log").read_text(errors="replace"))
+        try:
+            with urllib.request.urlopen(f"{broker.url}/healthz", timeout=1) as answer:
+                if answer.status == 200 and len(broker.worker_pids()) >= workers:
+                    return broker
+        except OSError:
+            pass
+        time.sleep(0.05)
+    broker.stop()
+    raise RuntimeError("the broker did not start in time")
