@@ -70,7 +70,7 @@ _ERRORS: dict[int, tuple[str, tuple[str, ...], str]] = {
         "Decryption, audit, state store or served tree unavailable; nothing secret left.",
     ),
 }
-_AUTHENTICATED = (400, 401, 403, 429, 503)
+_AUTHENTICATED = (400, 401, 403, 429, 503)  # what any bearer-token endpoint may answer
 _EXAMPLES: dict[str, Any] = {  # SPEC §5 and §6's own
     "MintRequest": {
         "subject": "billing-api",
@@ -160,16 +160,12 @@ def _param(name: str, where: str, schema: Schema, description: str, required: bo
 
 _ENVIRONMENT = _param("environment", "path", _schema("Environment"), "Environment name.", True)
 _KEY = _param(
-    "key", "path", _schema("Key"), "Key path; its segments are joined by `/` (sent as is).", True
+    "key", "path", _schema("Key"), "Key path, `/` between segments (`API_KEYS/openai`).", True
 )
 
 
 def _schemas(max_ttl_minutes: int) -> dict[str, Schema]:
-    version = {
-        "type": ["string", "null"],
-        "pattern": "^[0-9a-f]{40}$",
-        "description": "Full SHA of the commit answered from; null outside Git.",
-    }
+    version = _schema("Version")
     time = {"type": "string", "format": "date-time", "description": "RFC 3339, UTC."}
     printable = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
     error_body = _object(
@@ -231,7 +227,11 @@ def _schemas(max_ttl_minutes: int) -> dict[str, Schema]:
             "description": "Glob over keys: `*` any run (`/` included), `?` one character.",
         },
         "Permission": {"type": "string", "enum": list(PERMISSIONS)},
-        "Version": version,
+        "Version": {
+            "type": ["string", "null"],
+            "pattern": "^[0-9a-f]{40}$",
+            "description": "Full SHA of the commit answered from; null outside Git.",
+        },
         "Value": {"type": ["string", "number", "boolean"], "description": "A leaf, typed."},
         "Error": error_body,
         "SyncRefusal": _object(
@@ -359,7 +359,7 @@ def _schemas(max_ttl_minutes: int) -> dict[str, Schema]:
         ),
         "AuditRecord": {
             "type": "object",
-            "description": "One line of the audit trail, chained by prev_hash and hash.",
+            "description": "One line of the audit trail (SPEC §7), chained by prev_hash and hash.",
             "properties": {
                 "ts": time,
                 "event": {"enum": list(AUDIT_EVENTS)},
@@ -367,6 +367,9 @@ def _schemas(max_ttl_minutes: int) -> dict[str, Schema]:
                 "jti": nullable_text,
                 "subject": nullable_text,
                 "environment": nullable_text,
+                "key": nullable_text,
+                "keys": {"type": ["array", "null"], "items": {"type": "string"}},
+                "version": nullable_text,
                 "client_ip": nullable_text,
                 "outcome": {"enum": ["success", "denied", "error"]},
                 "status": {"type": "integer", "minimum": 100, "maximum": 599},
@@ -374,7 +377,21 @@ def _schemas(max_ttl_minutes: int) -> dict[str, Schema]:
                 "prev_hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
                 "hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
             },
-            "required": ["ts", "event", "request_id", "outcome", "status", "error", "hash"],
+            "required": [
+                "ts",
+                "event",
+                "request_id",
+                "jti",
+                "subject",
+                "environment",
+                "version",
+                "client_ip",
+                "outcome",
+                "status",
+                "error",
+                "prev_hash",
+                "hash",
+            ],
         },
         "Synced": _object({"version": {"type": "string", "pattern": "^[0-9a-f]{40}$"}}),
     }
@@ -649,9 +666,11 @@ def build_document(max_ttl_minutes: int) -> dict[str, Any]:
             "title": "Vanta Vault broker",
             "version": "1",
             "summary": "Secrets kept in Git as SOPS files, handed out to bearer tokens.",
+            "description": 'Every error answer is `{"error": {"code", "message"}, '
+            '"request_id"}` (a refused sync adds `version`); every answer carries '
+            "X-Request-Id, the id its audit record has.",
         },
-        "tags": [{"name": name} for name in ("tokens", "secrets", "audit", "rotation", "sync")]
-        + [{"name": "meta"}],
+        "tags": [{"name": n} for n in ("tokens", "secrets", "audit", "rotation", "sync", "meta")],
         "security": [{"bearer": []}],
         "paths": _paths(),
         "components": _components(max_ttl_minutes),
