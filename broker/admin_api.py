@@ -16,6 +16,7 @@ from broker.usage import RETENTION_SECONDS
 admin = Blueprint("admin", __name__, url_prefix="/api/v1")
 
 MAX_JTI_LENGTH = 256
+LAST_INSTANT = 253402300799  # 9999-12-31T23:59:59Z: what every state store can hold
 EXPORT_MIMETYPE = "application/x-ndjson"
 
 
@@ -56,7 +57,7 @@ def revoke_token() -> Response:
     caller = authenticate("tokens:issue")
     jti = _jti_from_body()
     audit(revoked_jti=jti)
-    parts().state.revoke(jti, _keep_until(caller, jti))
+    parts().state.revoke(jti, min(_keep_until(caller, jti), LAST_INSTANT))
     return json_response({"revoked": jti})
 
 
@@ -71,7 +72,8 @@ def revoke_self() -> Response:
         environment=caller.scope.environment,
         pattern=caller.scope.key_pattern,
     )
-    parts().state.revoke(caller.jti, caller.expires_at + RETENTION_SECONDS)
+    keep_until = min(caller.expires_at + RETENTION_SECONDS, LAST_INSTANT)
+    parts().state.revoke(caller.jti, keep_until)
     return json_response({"revoked": caller.jti})
 
 
