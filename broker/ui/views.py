@@ -27,7 +27,7 @@ from broker import history
 from broker import scope as names
 from broker.api import parts
 from broker.audit_export import AuditQuery
-from broker.errors import ApiError, BadRequest, NotFound, PermissionDenied, ScopeDenied
+from broker.errors import ApiError, BadRequest, PermissionDenied, ScopeDenied
 from broker.rotation import KeyStatus, count_by_status
 from broker.rotation_api import rotation_report
 from broker.tokens import LEEWAY_SECONDS, Claims, verify
@@ -327,9 +327,8 @@ def key_page(environment: str, key: str) -> str:
         raise ScopeDenied("this key is outside the token's pattern")
     store = parts().store
     snapshot = store.served()
+    # NotFound for a key that never existed; [] outside Git, where there is no history.
     versions = history.history_for_store(store, snapshot, environment, key)
-    if not versions:
-        raise NotFound(f"key {key!r} not found")
     statuses = _visible_statuses(claims, snapshot, environment) or []
     current = next((s for s in statuses if s.key == key), None)
     return render_template(
