@@ -359,7 +359,10 @@ def file_log(git_dir: str | Path, commit: str, file_path: str) -> FileLog:
     cached = _log_cache.get(cache_key)
     if cached is not None:
         return cached
-    listed = _git(git_dir, "ls-tree", "-z", "--full-tree", commit, "--", file_path)
+    try:
+        listed = _git(git_dir, "ls-tree", "-z", "--full-tree", commit, "--", file_path)
+    except HistoryError:
+        raise HistoryError(f"unknown revision {commit!r}") from None
     blob = None
     for item in listed.split(b"\0"):
         meta, _, name = item.partition(b"\t")
