@@ -12,17 +12,18 @@ from flask import Blueprint, Response, request
 
 from broker import history
 from broker.api import audit, authenticate, check_environment_scope, json_response, parts
-from broker.errors import ApiError, BadRequest, NotFound
+from broker.errors import BadRequest, NotFound, SyncFailed
 from broker.rotation import KeyStatus, PolicyError, evaluate, most_urgent_first, read_policy_at
 from broker.store import SecretStore, Snapshot
 
 rotation_api = Blueprint("rotation", __name__, url_prefix="/api/v1")
 
 
-class PolicyInvalid(ApiError):
-    """The `.vanta.yaml` at the served commit cannot be used: the operators' to fix."""
+class PolicyInvalid(SyncFailed):
+    """The `.vanta.yaml` at the served commit cannot be used: the served tree is unusable
+    for rotation until a commit fixes it (503 sync_failed, the contract's code for that)."""
 
-    status, code, default_message = 500, "internal_error", "the rotation policy is invalid"
+    default_message = "the rotation policy (.vanta.yaml) at the served commit is invalid"
 
 
 def rotation_report(
@@ -41,7 +42,7 @@ def rotation_report(
     try:
         policy = read_policy_at(str(git_dir), snapshot.version)
     except PolicyError as exc:
-        raise PolicyInvalid(str(exc)) from None
+        raise PolicyInvalid(f"the rotation policy is invalid: {exc}") from None
     changes = history.last_changes(git_dir, snapshot.version, tree.file_path(environment))
     return evaluate(policy, environment, changes, now)
 

@@ -125,14 +125,24 @@ def test_a_new_commit_is_served_and_the_policy_is_the_served_commits(
     assert statuses["LOG_LEVEL"] == ("overdue", 2)
 
 
-def test_a_broken_policy_at_the_served_commit_is_a_clear_500(client, keyless_config, aged_repo):
+def test_a_broken_policy_at_the_served_commit_is_503_naming_the_field(
+    client, keyless_config, aged_repo
+):
     repo = aged_repo.repo
     (repo.path / ".vanta.yaml").write_text("rotation:\n  default_max_age_days: forever\n")
     repo.commit("a broken policy")
     r = client.get("/api/v1/rotation?environment=prod", headers=lister(keyless_config))
-    assert r.status_code == 500
-    assert r.get_json()["error"]["code"] == "internal_error"
-    assert "default_max_age_days" in r.get_json()["error"]["message"]
+    assert r.status_code == 503
+    error = r.get_json()["error"]
+    assert error["code"] == "sync_failed"
+    assert "rotation policy is invalid" in error["message"]
+    assert "default_max_age_days" in error["message"]
+    record = read_audit(keyless_config)[-1]
+    assert (record["event"], record["outcome"], record["error"]) == (
+        "rotation.check",
+        "error",
+        "sync_failed",
+    )
 
 
 def test_secrets_outside_git_are_400(config, tmp_path, aged_repo):
