@@ -309,6 +309,13 @@ def _repository(repo: Path) -> tuple[Path, str, str]:
     head = _git(None, "--git-dir", git_dir, "rev-parse", "--verify", "--quiet", "HEAD^{commit}")
     if head.returncode != 0:
         raise RepositoryError(f"{top} has no commit yet")
+    # A shallow clone (CI's default) would date every key to its oldest fetched commit.
+    shallow = _git(None, "--git-dir", git_dir, "rev-parse", "--is-shallow-repository")
+    if shallow.stdout.strip() == "true":
+        raise RepositoryError(
+            f"{top} is a shallow clone, so key ages cannot be known: fetch the whole "
+            "history (git fetch --unshallow; actions/checkout with fetch-depth: 0)"
+        )
     return Path(top), git_dir, head.stdout.strip()
 
 

@@ -7,6 +7,7 @@ ciphertext across commits (broker.history) and never decrypts.
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 
 from flask import Blueprint, Response, request
 
@@ -19,9 +20,9 @@ from broker.store import SecretStore, Snapshot
 rotation_api = Blueprint("rotation", __name__, url_prefix="/api/v1")
 
 
-class PolicyInvalid(SyncFailed):
-    """The `.vanta.yaml` at the served commit cannot be used: the served tree is unusable
-    for rotation until a commit fixes it (503 sync_failed, the contract's code for that)."""
+class RotationUnavailable(SyncFailed):
+    """The served tree cannot give rotation ages (a broken `.vanta.yaml`, a shallow clone)
+    until an operator fixes it: 503 sync_failed, the contract's code for that."""
 
     default_message = "the rotation policy (.vanta.yaml) at the served commit is invalid"
 
@@ -32,17 +33,21 @@ def rotation_report(
     """Every key of `environment` at `snapshot` with its rotation status, in key order.
 
     Raises NotFound when the environment has no file there, BadRequest when the secrets
-    are not in Git (no history to read), PolicyInvalid for a broken `.vanta.yaml`."""
+    are not in Git (no history to read), RotationUnavailable for a broken `.vanta.yaml`."""
     tree = store.tree
     git_dir = getattr(tree, "git_dir", None)
     if git_dir is None or snapshot.version is None:
         raise BadRequest("rotation needs the secrets in a Git repository")
     if tree.blob(snapshot, environment) is None:
         raise NotFound(f"environment {environment!r} not found")
+    common_dir = Path(getattr(tree, "common_dir", git_dir))
+    if (Path(git_dir) / "shallow").exists() or (common_dir / "shallow").exists():
+        # Every key would look as old as the oldest fetched commit: no answer beats that.
+        raise RotationUnavailable("the served repository is a shallow clone: key ages are unknown")
     try:
         policy = read_policy_at(str(git_dir), snapshot.version)
     except PolicyError as exc:
-        raise PolicyInvalid(f"the rotation policy is invalid: {exc}") from None
+        raise RotationUnavailable(f"the rotation policy is invalid: {exc}") from None
     changes = history.last_changes(git_dir, snapshot.version, tree.file_path(environment))
     return evaluate(policy, environment, changes, now)
 

@@ -216,6 +216,18 @@ def test_a_broken_policy_is_exit_1_naming_the_field(aged_repo, no_sops_key):
     assert result.stderr.strip() == "error: .vanta.yaml: rotation.rules[0]: unknown field 'max_age'"
 
 
+def test_a_shallow_clone_is_exit_1_rather_than_every_key_looking_new(
+    aged_repo, no_sops_key, tmp_path
+):
+    shallow = tmp_path / "shallow"
+    source = f"file://{aged_repo.repo.path}"
+    subprocess.run(["git", "clone", "-q", "--depth", "1", source, str(shallow)], check=True)
+    result = run_check("--repo", str(shallow))
+    assert result.returncode == 1
+    assert "shallow clone" in result.stderr and "fetch-depth: 0" in result.stderr
+    assert result.stdout == ""  # no report that would say every key is fresh
+
+
 def test_outside_a_git_checkout_is_exit_1(tmp_path, no_sops_key):
     result = run_check("--repo", str(tmp_path))
     assert result.returncode == 1 and "not inside a Git work tree" in result.stderr

@@ -145,6 +145,15 @@ def test_a_broken_policy_at_the_served_commit_is_503_naming_the_field(
     )
 
 
+def test_a_shallow_served_repository_is_503_not_every_key_fresh(config, tmp_path, aged_repo):
+    shallow = tmp_path / "shallow"
+    source = f"file://{aged_repo.repo.path}"
+    git(tmp_path, "clone", "-q", "--depth", "1", source, str(shallow))
+    app = create_app(replace(config, sops_files_path=shallow / "secrets"))
+    r = app.test_client().get("/api/v1/rotation?environment=prod", headers=lister(config))
+    assert r.status_code == 503 and "shallow clone" in r.get_json()["error"]["message"]
+
+
 def test_secrets_outside_git_are_400(config, tmp_path, aged_repo):
     plain = tmp_path / "plain"
     plain.mkdir()
