@@ -40,6 +40,21 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 
+def committed_at(commit_data: bytes) -> str | None:
+    """The committer time of a raw commit object, RFC 3339 UTC."""
+    header = commit_data.split(b"\n\n", 1)[0]
+    for line in header.split(b"\n"):
+        if line.startswith(b"committer "):
+            epoch = int(line.rsplit(b" ", 2)[1])
+            return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return None
+
+
+def _text(value: str | bytes) -> str:
+    """GitPython answers cat-file headers in bytes or str depending on its version."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
 class Memo(Generic[K, V]):
     """A bounded dictionary of facts about immutable things (safe to share across threads:
     each step is one dict operation)."""
@@ -199,25 +214,27 @@ class GitTree:
                 raise NotFound("the served ref has no commit")
         snapshot = self._snapshots.get(object_id)
         if snapshot is None:
-            sha = self._peel_to_commit(object_id) or self._rev_parse(self.ref)
-            if sha is None:
+            snapshot = self._commit_snapshot(object_id)
+            if snapshot is None:  # not a commit after all: let git say what the ref names
+                sha = self._rev_parse(self.ref)
+                snapshot = None if sha is None else self._commit_snapshot(sha)
+            if snapshot is None:
                 raise NotFound("the served ref has no commit")
-            snapshot = self._snapshots.put(object_id, Snapshot(sha, self._commit_time(sha)))
+            self._snapshots.put(object_id, snapshot)
         self._last = (object_id, snapshot)
         return snapshot
 
-    def _peel_to_commit(self, object_id: str) -> str | None:
-        """The commit an object id names, through annotated tags; None if it is not one."""
+    def _commit_snapshot(self, object_id: str) -> Snapshot | None:
+        """The commit an object id names (through annotated tags) and its time, in one
+        read from GitPython's long-lived `git cat-file`; None if it names no commit."""
         with self._lock:
             try:
-                obj = git.Object.new_from_sha(self.repo, bytes.fromhex(object_id))
-                for _ in range(8):
-                    if obj.type != "tag":
-                        break
-                    obj = obj.object  # type: ignore[union-attr]
-            except (gitdb.exc.BadObject, ValueError, OSError):
+                sha, kind, _, data = self.repo.git.get_object_data(f"{object_id}^{{commit}}")
+            except (ValueError, OSError):
                 return None
-        return obj.hexsha if obj.type == "commit" else None
+        if _text(kind) != "commit":
+            return None
+        return Snapshot(_text(sha), committed_at(data))
 
     def _git(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -236,9 +253,10 @@ class GitTree:
         return sha if proc.returncode == 0 and len(sha) == 40 else None
 
     def _commit_time(self, sha: str) -> str:
-        with self._lock:
-            epoch = self.repo.commit(sha).committed_date
-        return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        snapshot = self._commit_snapshot(sha)
+        if snapshot is None or snapshot.committed_at is None:
+            raise NotFound("version not found")
+        return snapshot.committed_at
 
     # -- other versions -----------------------------------------------------------------
     def at_version(self, version: str) -> Snapshot:
@@ -258,10 +276,10 @@ class GitTree:
             self._versions.put(key, sha)
         if sha is None:
             raise NotFound("version not found")
-        snapshot = self._snapshots.get(sha)
+        snapshot = self._snapshots.get(sha) or self._commit_snapshot(sha)
         if snapshot is None:
-            snapshot = self._snapshots.put(sha, Snapshot(sha, self._commit_time(sha)))
-        return snapshot
+            raise NotFound("version not found")
+        return self._snapshots.put(sha, snapshot)
 
     def _is_reachable(self, sha: str, head: str) -> bool:
         key = (sha, head)
@@ -285,12 +303,13 @@ class GitTree:
         if key in self._blob_ids:
             blob_id = self._blob_ids.get(key)
         else:
-            with self._lock:
+            name = f"{snapshot.version}:{self.file_path(environment)}"
+            with self._lock:  # one `git cat-file` round trip: "<commit>:<path>" names the blob
                 try:
-                    obj = self.repo.commit(snapshot.version).tree / self.file_path(environment)
-                    blob_id = obj.hexsha if obj.type == "blob" else None
-                except KeyError:
-                    blob_id = None
+                    object_id, kind, _ = self.repo.git.get_object_header(name)
+                except (ValueError, OSError):
+                    object_id, kind = None, None
+            blob_id = _text(object_id) if kind is not None and _text(kind) == "blob" else None
             self._blob_ids.put(key, blob_id)
         return None if blob_id is None else (blob_id, None)
 
