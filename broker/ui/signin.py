@@ -1,37 +1,21 @@
-"""The read-only dashboard (SPEC §16): server-rendered pages, no JavaScript.
+"""Dashboard sign-in and sign-out, and what every /ui answer carries.
 
-Each page shows what the signed-in token could read through the API and nothing more:
-keys and history need secrets:list, the audit explorer audit:read, and only environments
-and keys inside the token's scope appear. No page ever reads a secret value.
+Sessions live in a sealed cookie and end in the shared token state (broker.ui.session);
+every answer gets the security headers of SPEC §16, every page the sign-out form (with its
+CSRF token) through the template context.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
-from flask import (
-    Blueprint,
-    Response,
-    current_app,
-    g,
-    redirect,
-    render_template,
-    request,
-    url_for,
-)
-from werkzeug.datastructures import MultiDict
+from flask import Response, current_app, g, redirect, render_template, request, url_for
 
-from broker import history
-from broker import scope as names
 from broker.api import parts
-from broker.audit_export import AuditQuery
-from broker.errors import ApiError, BadRequest, PermissionDenied, ScopeDenied
-from broker.rotation import KeyStatus, count_by_status
-from broker.rotation_api import rotation_report
+from broker.errors import ApiError, BadRequest, PermissionDenied
 from broker.tokens import LEEWAY_SECONDS, Claims, verify
-from broker.ui.audit_view import as_rfc3339, parse_page, read_page
+from broker.ui import ui
 from broker.ui.session import (
     BROWSER_COOKIE,
     COOKIE_PATH,
@@ -42,14 +26,6 @@ from broker.ui.session import (
     ended_marker,
     new_browser_id,
     new_session_id,
-)
-
-ui = Blueprint(
-    "ui",
-    __name__,
-    url_prefix="/ui",
-    template_folder="templates",
-    static_folder="static",
 )
 
 SECURITY_HEADERS = {
@@ -82,7 +58,7 @@ def _load_browser_and_session() -> None:
     g.ui_session = None
     g.drop_session_cookie = False
     cookie = request.cookies.get(SESSION_COOKIE)
-    if cookie:
+    if cookie and request.endpoint != "ui.static":  # the stylesheet needs no session
         g.ui_session = _open_session(cookie)
         g.drop_session_cookie = g.ui_session is None
 
@@ -93,7 +69,7 @@ def _open_session(cookie: str) -> Session | None:
     if opened is None:
         return None
     session_id, token, _ = opened
-    claims = _verified(token)
+    claims = verified_claims(token)
     if claims is None:
         return None
     state = parts().state  # StateUnavailable propagates: fail closed with a 503 page
@@ -103,7 +79,7 @@ def _open_session(cookie: str) -> Session | None:
     return Session(session_id, token, claims)
 
 
-def _verified(token: str) -> Claims | None:
+def verified_claims(token: str) -> Claims | None:
     """The token's claims if it verifies and has not expired (no leeway past `exp`)."""
     config = parts().config
     try:
@@ -167,7 +143,7 @@ def _error_page(exc: ApiError) -> tuple[str, int, dict[str, str]]:
     return page, exc.status, exc.headers()
 
 
-def _signed_in() -> Session:
+def signed_in() -> Session:
     session = g.get("ui_session")
     if session is None:
         raise _SignInFirst()
@@ -183,7 +159,7 @@ def _to_sign_in(_: _SignInFirst) -> Response:
     return redirect(url_for("ui.index"), code=303)
 
 
-def _require(claims: Claims, permission: str) -> None:
+def require(claims: Claims, permission: str) -> None:
     if not claims.has(permission):
         raise PermissionDenied(f"this token lacks {permission}")
 
@@ -193,55 +169,7 @@ def _check_csrf() -> None:
         raise BadRequest("the form's CSRF token is missing or was issued to another browser")
 
 
-# -- sign-in and sign-out -----------------------------------------------------------------------
-
-
-@ui.get("/")
-def index() -> Any:
-    session = g.ui_session
-    if session is None:
-        return render_template("ui/login.html", signed_out="signed_out" in request.args)
-    claims = session.claims
-    store = parts().store
-    snapshot = store.served()
-    rows = None
-    if claims.has("secrets:list"):
-        rows = [
-            _environment_row(claims, snapshot, name)
-            for name in store.environments(snapshot)
-            if claims.scope.covers_environment(name)
-        ]
-    return render_template("ui/index.html", rows=rows, snapshot=snapshot)
-
-
-@dataclass(frozen=True)
-class EnvironmentRow:
-    name: str
-    keys: int
-    due: int | None
-    overdue: int | None
-
-
-def _environment_row(claims: Claims, snapshot: Any, environment: str) -> EnvironmentRow:
-    statuses = _visible_statuses(claims, snapshot, environment)
-    if statuses is None:  # outside Git: no history, so no rotation status
-        keys = _visible_keys(claims, snapshot, environment)
-        return EnvironmentRow(environment, len(keys), None, None)
-    counts = count_by_status(statuses)
-    return EnvironmentRow(environment, len(statuses), counts["due"], counts["overdue"])
-
-
-def _visible_statuses(claims: Claims, snapshot: Any, environment: str) -> list[KeyStatus] | None:
-    try:
-        statuses = rotation_report(parts().store, snapshot, environment)
-    except BadRequest:
-        return None
-    return [s for s in statuses if claims.scope.covers_key(s.key)]
-
-
-def _visible_keys(claims: Claims, snapshot: Any, environment: str) -> list[str]:
-    document = parts().store.document(snapshot, environment)
-    return sorted(k for k in document if claims.scope.covers_key(k))
+# -- sign-in and sign-out -------------------------------------------------------------------
 
 
 @ui.get("/login")
@@ -256,7 +184,7 @@ def login() -> Any:
     token = request.form.get("token", "").strip()
     if token[:7].lower() == "bearer ":
         token = token[7:].strip()
-    claims = _verified(token)
+    claims = verified_claims(token)
     if claims is None:
         return _login_refused(401, "That token is not valid or has expired.")
     state = parts().state
@@ -289,83 +217,3 @@ def logout() -> Response:
     g.ui_session = None
     g.drop_session_cookie = True
     return redirect(url_for("ui.index", signed_out=1), code=303)
-
-
-# -- environments and keys ------------------------------------------------------------------------
-
-
-def _readable_environment(claims: Claims, environment: str) -> None:
-    names.check_environment(environment)
-    _require(claims, "secrets:list")
-    if not claims.scope.covers_environment(environment):
-        raise ScopeDenied("this environment is outside the token's scope")
-
-
-@ui.get("/env/<environment>")
-def environment_page(environment: str) -> str:
-    claims = _signed_in().claims
-    _readable_environment(claims, environment)
-    snapshot = parts().store.served()
-    statuses = _visible_statuses(claims, snapshot, environment)
-    keys = _visible_keys(claims, snapshot, environment) if statuses is None else None
-    return render_template(
-        "ui/environment.html",
-        environment=environment,
-        statuses=statuses,
-        keys=keys,
-        snapshot=snapshot,
-        counts=count_by_status(statuses or []),
-    )
-
-
-@ui.get("/env/<environment>/keys/<path:key>")
-def key_page(environment: str, key: str) -> str:
-    claims = _signed_in().claims
-    _readable_environment(claims, environment)
-    names.check_key(key)
-    if not claims.scope.covers_key(key):
-        raise ScopeDenied("this key is outside the token's pattern")
-    store = parts().store
-    snapshot = store.served()
-    # NotFound for a key that never existed; [] outside Git, where there is no history.
-    versions = history.history_for_store(store, snapshot, environment, key)
-    statuses = _visible_statuses(claims, snapshot, environment) or []
-    current = next((s for s in statuses if s.key == key), None)
-    return render_template(
-        "ui/key.html",
-        environment=environment,
-        key=key,
-        versions=versions,
-        status=current,
-    )
-
-
-# -- the audit explorer ---------------------------------------------------------------------
-
-
-@ui.get("/audit")
-def audit_page() -> str:
-    claims = _signed_in().claims
-    _require(claims, "audit:read")
-    args = MultiDict(request.args)
-    for name in ("since", "until"):
-        if args.get(name):
-            args[name] = as_rfc3339(args[name])
-    query = AuditQuery.from_args(args.to_dict(flat=False), claims.scope.environment)
-    page_number = parse_page(request.args.get("page"))
-    log = parts().audit
-    rotated = log.rotated_files() if hasattr(log, "rotated_files") else []
-    page = read_page([log.path, *reversed(rotated)], query.matches, page_number)
-    filters = {
-        name: request.args.get(name, "")
-        for name in ("environment", "subject", "outcome", "since", "until")
-    }
-    active = {name: value for name, value in filters.items() if value}
-    return render_template(
-        "ui/audit.html",
-        page=page,
-        filters=filters,
-        newer=url_for("ui.audit_page", **active, page=page.page - 1) if page.page > 1 else None,
-        older=url_for("ui.audit_page", **active, page=page.page + 1) if page.has_more else None,
-        fixed_environment=None if claims.scope.environment == "*" else claims.scope.environment,
-    )
