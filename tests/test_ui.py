@@ -514,7 +514,8 @@ def test_the_session_ends_with_the_token_and_with_its_revocation(dashboard, ui_c
         moment = time.time()
         if "Sign in" in answer.text:
             break
-        assert moment < claims.expires_at + 1 and time.monotonic() < deadline
+        assert moment < claims.expires_at + 5 and time.monotonic() < deadline
+        time.sleep(0.05)  # the poll's interval, not a wait for something to happen
     assert moment >= claims.expires_at - 1
     # A revoked token ends its session at once.
     long_lived = token_for(ui_config)
