@@ -366,7 +366,10 @@ def _is_empty_mapping(path: Path, segments: list[str]) -> bool:
 
 def _finish(checkout: Checkout, rel: str, message: str, commit: bool) -> Outcome:
     """Stage the file; commit it alone with `message` unless asked not to."""
-    checkout.git("add", "-A", "--", rel)
+    if (checkout.top / rel).exists():
+        checkout.git("add", "--", rel)
+    else:
+        checkout.git("rm", "-q", "--cached", "--ignore-unmatch", "--", rel)
     staged = checkout.git("diff", "--cached", "--quiet", "--", rel, check=False)
     if staged.returncode == 0:
         return Outcome(rel, message, changed=False)

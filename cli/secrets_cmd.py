@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -96,11 +97,11 @@ def _read_value(environment: str, key: str, value: str | None, from_file: Path |
             raise CliError(f"{from_file} is not UTF-8 text") from None
         except OSError as exc:
             raise CliError(f"{from_file} cannot be read ({exc.strerror})") from None
-    if click.get_text_stream("stdin").isatty():
+    if sys.stdin.isatty():
         return click.prompt(
             f"Value of {environment}/{key}", hide_input=True, confirmation_prompt=True
         )
-    data = click.get_binary_stream("stdin").read()
+    data = sys.stdin.buffer.read()
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
