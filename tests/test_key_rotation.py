@@ -7,9 +7,12 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import subprocess
 import sys
+import time
 from dataclasses import replace
+from pathlib import Path
 
 import jwt
 import pytest
@@ -43,9 +46,9 @@ def claims_of(**claims) -> dict:
         "iss": "vanta-vault",
         "aud": "vanta-vault-api",
         "sub": "forger",
-        "iat": 1_700_000_000,
-        "nbf": 1_700_000_000,
-        "exp": 4_000_000_000,
+        "iat": int(time.time()),
+        "nbf": int(time.time()),
+        "exp": int(time.time()) + 600,
         "jti": "forged-jti-0123456789abcdef",
         "scope": {"environment": "dev", "key_pattern": "*", "permissions": ["secrets:read"]},
         **claims,
@@ -333,3 +336,41 @@ def test_rotating_a_real_broker_keeps_serving_old_tokens_until_the_key_goes(conf
     finally:
         stop_broker(rotated)
     assert K1 not in log and K2 not in log and old not in log and new not in log
+
+
+# -- offline minting (vanta-cli token generate --offline) -------------------------------------
+
+
+def offline_cli(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    args = ["token", "generate", "--offline", "--subject", "boot", "--environment", "dev"]
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "vanta-cli"), *args, "--key-pattern", "*", "--json"],
+        env={"PATH": os.environ["PATH"], **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_offline_minting_signs_with_the_first_key_and_names_it(config):
+    proc = offline_cli({"VANTA_JWT_SECRET_KEYS": f"k2:{K2},k1:{K1}"})
+    assert proc.returncode == 0, proc.stderr
+    token = json.loads(proc.stdout)["access_token"]
+    assert kid_of(token) == "k2"
+    assert status(client_with(config, keyring(("k2", K2), ("k1", K1))), token) == 200
+    assert status(client_with(config, keyring(("k1", K1))), token) == 401
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"VANTA_JWT_SECRET_KEYS": f"k2:short-key,k1:{K1}"},
+        {"VANTA_JWT_SECRET_KEY": K1, "VANTA_JWT_SECRET_KEYS": f"k2:{K2}"},
+        {},
+    ],
+)
+def test_offline_minting_refuses_a_bad_key_configuration_in_one_line(env):
+    proc = offline_cli(env)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1
+    assert "short-key" not in proc.stderr and K1 not in proc.stderr and K2 not in proc.stderr
