@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 from agekeys import generate_age_key
 from click.testing import CliRunner
 from conftest import DEV_SECRETS, PROD_SECRETS, SOPS_BIN, bearer, git, make_token
+from ruamel.yaml import YAML
 
 import cli
 from broker import history
@@ -421,7 +421,7 @@ def test_check_names_a_file_no_creation_rule_covers(secrets_repo):
 
 
 def test_the_pre_commit_hook_runs_check_on_secrets_files_only(secrets_repo):
-    hooks = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
+    hooks = YAML(typ="safe").load((ROOT / ".pre-commit-hooks.yaml").read_text())
     assert {h["id"] for h in hooks} >= {"vanta-secrets-check"}
     (secrets_repo.secrets_dir / "qa.enc.yaml").write_text("TOKEN: plain-secret\n")
     staged = ["secrets/dev.enc.yaml", "secrets/qa.enc.yaml", "src/app.py", "README.md"]
