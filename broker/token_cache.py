@@ -4,7 +4,8 @@ dictionary lookup and a clock comparison instead of a full JWT parse and HMAC.
 An entry records that this exact token string carries a valid HS256 signature by a key
 of the keyring and these claims. The keyring is fixed at start-up, so that fact never
 changes; only time does, and the time checks (`iat`, `nbf`, `exp`, with the same leeway
-as `tokens.verify`) are made again on every hit. Revocation is not cached: the caller
+as `tokens.verify`, and the longest lifetime when `max_ttl_minutes` is given) are made
+again on every hit. Revocation is not cached: the caller
 checks it on every request, as before.
 """
 
@@ -31,12 +32,14 @@ class VerifiedTokens:
         *,
         issuer: str,
         audience: str,
+        max_ttl_minutes: int | None = None,
         max_entries: int = DEFAULT_MAX_ENTRIES,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.keyring = keyring
         self.issuer = issuer
         self.audience = audience
+        self.max_ttl_minutes = max_ttl_minutes
         self.max_entries = max_entries
         self.clock = clock
         # token -> (claims, valid from, valid until), both bounds with the leeway applied
@@ -47,9 +50,16 @@ class VerifiedTokens:
         entry = self._entries.get(token)
         if entry is not None and entry[1] <= self.clock() < entry[2]:
             return entry[0]
-        claims = verify(token, self.keyring, issuer=self.issuer, audience=self.audience)
+        limits: dict[str, int] = {}
+        if self.max_ttl_minutes is not None:
+            limits["max_ttl_minutes"] = self.max_ttl_minutes
+        claims = verify(token, self.keyring, issuer=self.issuer, audience=self.audience, **limits)
         payload = orjson.loads(_segment(token.split(".")[1]))  # its signature was just checked
         valid_from = max(int(payload["iat"]), int(payload["nbf"])) - LEEWAY_SECONDS
+        if self.max_ttl_minutes is not None:  # nor one that outlives the longest mintable
+            valid_from = max(
+                valid_from, claims.expires_at - self.max_ttl_minutes * 60 - LEEWAY_SECONDS
+            )
         valid_until = int(payload["exp"]) + LEEWAY_SECONDS
         if len(self._entries) >= self.max_entries:
             self._entries.clear()

@@ -3,6 +3,7 @@ than `tokens.verify` gives (times re-checked on every hit, bad tokens never reme
 
 from __future__ import annotations
 
+import inspect
 import time
 
 import pytest
@@ -104,3 +105,20 @@ def test_the_cache_stays_bounded(config):
     for _ in range(7):
         cache.verify(make_token(config))
         assert len(cache._entries) <= 3
+
+
+@pytest.mark.skipif(
+    "max_ttl_minutes" not in inspect.signature(verify).parameters,
+    reason="tokens.verify has no max_ttl_minutes yet",
+)
+def test_a_token_outliving_the_longest_lifetime_is_refused_as_verify_refuses_it(config):
+    clock = Clock()
+    cache = tokens_for(config, clock, max_ttl_minutes=30)
+    too_long = make_token(config, ttl_minutes=90)
+    for _ in range(2):
+        with pytest.raises(TokenInvalid):
+            cache.verify(too_long)
+    assert not cache._entries
+    fine = make_token(config, ttl_minutes=30)
+    claims = cache.verify(fine)
+    assert cache._entries[fine][1] >= claims.expires_at - 30 * 60 - LEEWAY_SECONDS
