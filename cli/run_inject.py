@@ -1,0 +1,108 @@
+"""How secrets reach the child: as environment variables, or as a private dotenv file.
+
+An injection is a context manager: entering it prepares whatever the child needs and
+returns the variables to add to the child's environment; leaving it removes everything
+it made, however the block ends. SPEC §14's `fifo` (a named pipe served by a thread)
+is one more class of this shape.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol
+
+from cli.run_dotenv import render
+from cli.run_secrets import InjectedVar
+
+SECRETS_FILE_VAR = "VANTA_SECRETS_FILE"
+SECRETS_FILE_NAME = "secrets.env"
+
+
+class InjectionError(Exception):
+    """The secrets cannot be handed over this way (said in one line, never a value)."""
+
+
+class Injection(Protocol):
+    how: str  # for the stderr report: "as environment variables", ...
+
+    def __enter__(self) -> dict[str, str]: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+class EnvInjection:
+    """Each variable becomes an environment variable of the child."""
+
+    how = "as environment variables"
+
+    def __init__(self, variables: tuple[InjectedVar, ...]) -> None:
+        for var in variables:
+            if "\0" in var.value:
+                raise InjectionError(
+                    f"{var.source} holds a NUL character, which an environment variable "
+                    "cannot carry: use --inject-as file"
+                )
+        self.variables = variables
+
+    def __enter__(self) -> dict[str, str]:
+        return {var.name: var.value for var in self.variables}
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+
+class FileInjection:
+    """A dotenv file (0600) in a private directory (0700); VANTA_SECRETS_FILE names it."""
+
+    how = f"into a dotenv file at ${SECRETS_FILE_VAR}"
+
+    def __init__(self, variables: tuple[InjectedVar, ...], parent: str | None = None) -> None:
+        self.variables = variables
+        self.parent = parent  # where the private directory goes; None: the system default
+        self.directory: Path | None = None
+
+    @property
+    def path(self) -> Path | None:
+        return None if self.directory is None else self.directory / SECRETS_FILE_NAME
+
+    def __enter__(self) -> dict[str, str]:
+        self.directory = Path(tempfile.mkdtemp(prefix="vanta-run-", dir=self.parent))
+        try:
+            os.chmod(self.directory, 0o700)
+            path = self.directory / SECRETS_FILE_NAME
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(path, flags, 0o600)
+            with open(fd, "w", encoding="utf-8", newline="") as out:  # a umask only narrows 0600
+                out.write(render((var.name, var.value) for var in self.variables))
+        except BaseException:
+            self._remove()
+            raise
+        return {SECRETS_FILE_VAR: str(path)}
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._remove()
+
+    def _remove(self) -> None:
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.directory = None
+
+
+def make_injection(
+    kind: str, variables: tuple[InjectedVar, ...], temp_parent: str | None = None
+) -> Injection:
+    """The injection for `--inject-as kind` ("env" or "file")."""
+    if kind == "env":
+        return EnvInjection(variables)
+    if kind == "file":
+        return FileInjection(variables, temp_parent)
+    raise ValueError(f"unknown injection {kind!r}")

@@ -1,0 +1,665 @@
+"""vanta-cli run-with-secrets against a real broker process and real child processes:
+what is injected and how, the one batch read, signals, exit codes, clean-up, refusals."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import pty
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jwt
+import pytest
+import requests
+from click.testing import CliRunner
+from conftest import (
+    DEV_SECRETS,
+    SIGNING_KEY,
+    SOPS_BIN,
+    free_port,
+    make_secrets_repo,
+    make_token,
+    start_broker,
+    stop_broker,
+)
+from dotenv import dotenv_values
+from hypothesis import given
+from hypothesis import strategies as st
+
+from broker.config import Config, Keyring, SecretValue
+from cli.main import cli
+from cli.run_dotenv import quote, render
+from cli.run_secrets import env_name, reader_request, variables_for, yaml_scalar
+from cli.runner import HandlerRelay, InheritIO, SigwaitRelay
+
+VANTA_CLI = str(Path(sys.executable).parent / "vanta-cli")
+ISSUER = ("secrets:read", "secrets:list", "tokens:issue")
+READER = ("secrets:read", "secrets:list")
+
+# Values a dotenv writer gets wrong: line breaks, both quotes, $, #, backslashes, ...
+AWKWARD = {
+    "MULTILINE": "line one\nline two\n",
+    "QUOTES": "he said \"hi\" and 'bye'",
+    "DOLLAR": "$HOME, $1 and a lone $",
+    "BRACED": "${HOME} and ${NOPE:-default}",
+    "HASH": "value # not a comment #",
+    "BACKSLASH": 'C:\\path\\to\\n \\\\ \\" end\\',
+    "CRLF": "a\r\nb\rc",
+    "SPACES": "  padded  ",
+    "TAB": "a\tb",
+    "UNICODE": "pässwörd ✓ 密码",
+    "EQUALS": "a=b==c",
+    "EMPTY": "",
+    "QUOTED": '"already quoted"',
+    "EXPORT": "export X=1",
+}
+
+
+# -- one broker for the module (starting one per test costs seconds) -----------------------
+
+
+@dataclass
+class Broker:
+    url: str
+    config: Config
+    repo_commit: str
+
+    def token(self, **kwargs) -> str:
+        return make_token(self.config, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory, age_key, age_key_file) -> Iterator[Broker]:
+    root = tmp_path_factory.mktemp("run")
+    repo = make_secrets_repo(root / "repo", age_key.recipient)
+    repo.write("dev", DEV_SECRETS)
+    repo.write("awkward", AWKWARD)
+    repo.write("clash", {"API_KEYS": {"openai": "a"}, "API_KEYS_OPENAI": "b", "OTHER": "c"})
+    commit = repo.commit("secrets: dev, awkward, clash")
+    config = Config(
+        keyring=Keyring(((None, SecretValue(SIGNING_KEY)),)),
+        sops_files_path=repo.secrets_dir,
+        audit_log=root / "audit" / "access.jsonl",
+        state_db=root / "state" / "broker.db",
+        sops_bin=SOPS_BIN,
+        sops_age_key_file=age_key_file,
+    )
+    running = start_broker(config, root)
+    yield Broker(running.url, config, commit)
+    stop_broker(running)
+
+
+@dataclass
+class Exchange:
+    method: str
+    path: str
+    authorization: str
+    body: bytes
+    status: int
+    answer: bytes
+
+
+@dataclass
+class RecordingProxy:
+    """A real HTTP hop between the CLI and the broker that records every exchange."""
+
+    url: str
+    exchanges: list[Exchange] = field(default_factory=list)
+
+    def paths(self) -> list[tuple[str, str]]:
+        return [(e.method, e.path) for e in self.exchanges]
+
+
+@pytest.fixture
+def proxy(broker: Broker) -> Iterator[RecordingProxy]:
+    record = RecordingProxy("")
+
+    class Forward(http.server.BaseHTTPRequestHandler):
+        def _forward(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+            answer = requests.request(
+                self.command, broker.url + self.path, data=body, headers=headers, timeout=30
+            )
+            record.exchanges.append(
+                Exchange(
+                    self.command,
+                    self.path,
+                    self.headers.get("Authorization", ""),
+                    body,
+                    answer.status_code,
+                    answer.content,
+                )
+            )
+            self.send_response(answer.status_code)
+            for name in ("Content-Type", "X-Request-Id", "Retry-After"):
+                if name in answer.headers:
+                    self.send_header(name, answer.headers[name])
+            self.send_header("Content-Length", str(len(answer.content)))
+            self.end_headers()
+            self.wfile.write(answer.content)
+
+        do_GET = do_POST = _forward  # noqa: N815
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Forward)
+    record.url = f"http://127.0.0.1:{server.server_port}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield record
+    server.shutdown()
+    server.server_close()
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VANTA_")}
+    return {**env, **extra}
+
+
+def python(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+def rws(
+    environment: str,
+    pattern: str,
+    command: list[str],
+    *,
+    token: str | None = None,
+    inject_as: str | None = None,
+) -> list[str]:
+    """The argv of `vanta-cli run-with-secrets ... -- command`."""
+    args = [VANTA_CLI, "run-with-secrets", "--environment", environment, "--key-pattern", pattern]
+    if token is not None:
+        args += ["--token", token]
+    if inject_as is not None:
+        args += ["--inject-as", inject_as]
+    return [*args, "--", *command]
+
+
+def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
+
+
+def start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def touch(marker: Path) -> list[str]:
+    """A command whose only effect is to create `marker`."""
+    return python(f"open({str(marker)!r}, 'w')")
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def assert_no_values(text: str, values: dict) -> None:
+    for value in values.values():
+        if isinstance(value, str) and len(value) >= 3:
+            assert value not in text
+
+
+DUMP_ENV = "import json, os, sys; json.dump(dict(os.environ), sys.stdout)"
+
+
+# -- env injection ----------------------------------------------------------------------------
+
+
+def test_env_injects_every_matching_key_and_keeps_the_rest(broker, proxy):
+    issuer = broker.token(environment="dev", permissions=ISSUER)
+    env = cli_env(VANTA_BROKER_URL=proxy.url, VANTA_TOKEN=issuer, KEEP_ME="still here")
+    proc = run(rws("dev", "*", python(DUMP_ENV)), env)
+    assert proc.returncode == 0, proc.stderr
+    child = json.loads(proc.stdout)
+    assert child["DATABASE_URL"] == DEV_SECRETS["DATABASE_URL"]
+    assert child["API_KEYS_OPENAI"] == "sk-test-openai"
+    assert child["API_KEYS_STRIPE"] == "sk_test_stripe"
+    assert (child["PORT"], child["DEBUG"]) == ("8080", "true")  # as YAML writes them
+    assert child["KEEP_ME"] == "still here"
+    assert "VANTA_SECRETS_FILE" not in child
+    # stderr names the keys and how, never a value
+    assert "as environment variables" in proc.stderr
+    assert "API_KEYS_OPENAI (API_KEYS/openai)" in proc.stderr and "DATABASE_URL" in proc.stderr
+    assert_no_values(proc.stderr, {**DEV_SECRETS, **DEV_SECRETS["API_KEYS"]})
+
+
+def test_mints_a_one_use_five_minute_reader_and_reads_in_one_batch(broker, proxy):
+    issuer = broker.token(environment="dev", key_pattern="*", permissions=(*ISSUER, "audit:read"))
+    env = cli_env(VANTA_BROKER_URL=proxy.url, VANTA_TOKEN=issuer)
+    proc = run(rws("dev", "API_KEYS/*", python("pass")), env)
+    assert proc.returncode == 0, proc.stderr
+    assert proxy.paths() == [
+        ("POST", "/api/v1/vault/tokens/generate"),
+        ("POST", "/api/v1/vault/dev/batch"),
+    ]
+    mint, batch = proxy.exchanges
+    assert mint.authorization == f"Bearer {issuer}"
+    assert json.loads(mint.body) == {
+        "subject": json.loads(mint.body)["subject"],
+        "environment": "dev",
+        "key_pattern": "API_KEYS/*",
+        "ttl_minutes": 5,
+        "usage_limit": 1,
+        "permissions": ["secrets:read", "secrets:list"],
+    }
+    reader = json.loads(mint.answer)["access_token"]
+    claims = jwt.decode(reader, SIGNING_KEY, algorithms=["HS256"], audience="vanta-vault-api")
+    assert claims["usage_limit"] == 1 and claims["exp"] - claims["iat"] <= 300
+    assert claims["scope"]["permissions"] == ["secrets:read", "secrets:list"]
+    assert claims["sub"].startswith("run-with-secrets")
+    # the reader, not VANTA_TOKEN, reads; one pattern batch; its one use is spent
+    assert batch.authorization == f"Bearer {reader}"
+    assert json.loads(batch.body) == {"pattern": "API_KEYS/*"}
+    again = requests.get(
+        f"{broker.url}/api/v1/vault/dev/API_KEYS/openai",
+        headers={"Authorization": f"Bearer {reader}"},
+        timeout=10,
+    )
+    assert again.status_code == 403 and again.json()["error"]["code"] == "usage_exhausted"
+
+
+def test_reader_is_capped_at_the_issuer_expiry(broker, proxy):
+    issuer = broker.token(environment="dev", permissions=ISSUER, ttl_minutes=2)
+    env = cli_env(VANTA_BROKER_URL=proxy.url, VANTA_TOKEN=issuer)
+    proc = run(rws("dev", "PORT", python("")), env)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proxy.exchanges[0].answer)["expires_in"] <= 120
+
+
+def test_given_token_reads_directly_and_vanta_token_is_not_used(broker, proxy):
+    reader = broker.token(environment="dev", permissions=READER)
+    env = cli_env(VANTA_BROKER_URL=proxy.url, VANTA_TOKEN="not-even-a-token")
+    code = "import os; print(os.environ['DATABASE_USER'])"
+    proc = run(rws("dev", "DATABASE_*", python(code), token=reader), env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "app\n"
+    assert proxy.paths() == [("POST", "/api/v1/vault/dev/batch")]
+    assert proxy.exchanges[0].authorization == f"Bearer {reader}"
+
+
+def test_without_token_vanta_token_only_issues_it_never_reads(broker, proxy, tmp_path):
+    marker = tmp_path / "ran"
+    reader_only = broker.token(environment="dev", permissions=READER)  # no tokens:issue
+    env = cli_env(VANTA_BROKER_URL=proxy.url, VANTA_TOKEN=reader_only)
+    proc = run(rws("dev", "*", touch(marker)), env)
+    assert proc.returncode == 1 and not marker.exists()
+    assert proc.stderr.startswith("error: 403 permission_denied: the token lacks tokens:issue")
+    assert proxy.paths() == [("POST", "/api/v1/vault/tokens/generate")]
+
+
+def test_options_after_the_command_belong_to_the_command(broker):
+    reader = broker.token(environment="dev", permissions=READER)
+    env = cli_env(VANTA_BROKER_URL=broker.url)
+    command = python("import sys; print(sys.argv[1:])") + ["--token", "x", "--environment"]
+    without_dashes = [a for a in rws("dev", "PORT", command, token=reader) if a != "--"]
+    proc = run(without_dashes, env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "['--token', 'x', '--environment']\n"
+
+
+def test_two_keys_with_one_name_are_an_error_before_anything_runs(broker, tmp_path):
+    marker = tmp_path / "ran"
+    reader = broker.token(environment="clash", permissions=READER)
+    env = cli_env(VANTA_BROKER_URL=broker.url)
+    proc = run(rws("clash", "*", touch(marker), token=reader), env)
+    assert proc.returncode == 1 and not marker.exists()
+    assert proc.stderr == (
+        "error: keys 'API_KEYS/openai' and 'API_KEYS_OPENAI' both become API_KEYS_OPENAI: "
+        "narrow --key-pattern so only one of them is injected\n"
+    )
+
+
+def test_awkward_values_survive_env_injection(broker):
+    reader = broker.token(environment="awkward", permissions=READER)
+    env = cli_env(VANTA_BROKER_URL=broker.url)
+    proc = run(rws("awkward", "*", python(DUMP_ENV), token=reader), env)
+    assert proc.returncode == 0, proc.stderr
+    child = json.loads(proc.stdout)
+    assert {k: child[k] for k in AWKWARD} == AWKWARD
+
+
+# -- file injection ---------------------------------------------------------------------------
+
+READ_FILE = """
+import json, os, stat, sys
+from dotenv import dotenv_values
+path = os.environ["VANTA_SECRETS_FILE"]
+json.dump({
+    "path": path,
+    "file_mode": stat.S_IMODE(os.stat(path).st_mode),
+    "dir_mode": stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode),
+    "raw": dotenv_values(path, interpolate=False),
+    "interpolated": dotenv_values(path),
+    "in_env": sorted(k for k in os.environ if k in ("MULTILINE", "QUOTES", "TAB")),
+}, sys.stdout)
+"""
+
+
+def test_file_is_private_round_trips_through_python_dotenv_and_is_removed(broker, tmp_path):
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    reader = broker.token(environment="awkward", permissions=READER)
+    env = cli_env(VANTA_BROKER_URL=broker.url, XDG_RUNTIME_DIR=str(runtime), HOME="/home/x")
+    proc = run(rws("awkward", "*", python(READ_FILE), token=reader, inject_as="file"), env)
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout)
+    assert seen["file_mode"] == 0o600 and seen["dir_mode"] == 0o700
+    assert seen["raw"] == AWKWARD
+    assert seen["in_env"] == []  # only the file, no variables
+    # python-dotenv's default ${NAME} interpolation is the one thing quoting cannot stop
+    plain = {k: v for k, v in AWKWARD.items() if "${" not in v}
+    assert {k: seen["interpolated"][k] for k in plain} == plain
+    path = Path(seen["path"])
+    assert path.parent.parent == runtime and path.parent.name.startswith("vanta-run-")
+    assert not path.exists() and not path.parent.exists()
+    assert "into a dotenv file at $VANTA_SECRETS_FILE" in proc.stderr
+    assert_no_values(proc.stderr, AWKWARD)
+
+
+def test_file_is_removed_when_the_command_fails(broker, tmp_path):
+    reader = broker.token(environment="dev", permissions=READER)
+    env = cli_env(VANTA_BROKER_URL=broker.url, XDG_RUNTIME_DIR=str(tmp_path))
+    code = "import os, sys; print(os.environ['VANTA_SECRETS_FILE']); sys.exit(3)"
+    proc = run(rws("dev", "*", python(code), token=reader, inject_as="file"), env)
+    assert proc.returncode == 3
+    assert not Path(proc.stdout.strip()).exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_signal_to_the_cli_ends_the_command_and_removes_the_file(broker, tmp_path, sig):
+    ready = tmp_path / "ready"
+    reader = broker.token(environment="dev", permissions=READER)
+    env = cli_env(VANTA_BROKER_URL=broker.url, XDG_RUNTIME_DIR=str(tmp_path))
+    code = (
+        "import os, signal, sys\n"
+        "signal.signal(signal.SIGINT, signal.SIG_DFL)\n"
+        f"open({str(ready)!r} + '.tmp', 'w').write(os.environ['VANTA_SECRETS_FILE'])\n"
+        f"os.rename({str(ready)!r} + '.tmp', {str(ready)!r})\n"
+        "while True: signal.pause()\n"
+    )
+    cli_proc = start(rws("dev", "*", python(code), token=reader, inject_as="file"), env)
+    try:
+        wait_for(ready.exists, "the command to start")
+        secrets_file = Path(ready.read_text())
+        assert secrets_file.exists()
+        cli_proc.send_signal(sig)
+        _, stderr = cli_proc.communicate(timeout=30)
+    finally:
+        if cli_proc.poll() is None:
+            cli_proc.kill()
+    assert cli_proc.returncode == 128 + sig, stderr
+    assert not secrets_file.exists() and not secrets_file.parent.exists()
+
+
+# -- signals and exit codes -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", [0, 3, 42])
+def test_exit_code_is_the_commands(broker, code):
+    reader = broker.token(environment="dev", permissions=READER)
+    env = cli_env(VANTA_BROKER_URL=broker.url)
+    proc = run(rws("dev", "PORT", python(f"import sys; sys.exit({code})"), token=reader), env)
+    assert proc.returncode == code, proc.stderr
+
+
+def test_command_killed_by_a_signal_gives_128_plus_n(broker):
+    reader = broker.token(environment="dev", permissions=READER)
+    env = cli_env(VANTA_BROKER_URL=broker.url)
+    suicide = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
+    proc = run(rws("dev", "PORT", python(suicide), token=reader), env)
+    assert proc.returncode == 128 + signal.SIGKILL
+
+
+def handler_child(ready: Path, log: Path, exit_on: signal.Signals) -> list[str]:
+    """A command that logs each signal it gets and exits 40 on `exit_on`."""
+    return python(
+        "import os, signal, sys\n"
+        f"log = open({str(log)!r}, 'a', buffering=1)\n"
+        "def on(n, f):\n"
+        "    log.write(signal.Signals(n).name + '\\n')\n"
+        f"    if n == {int(exit_on)}: sys.exit(40)\n"
+        "for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):\n"
+        "    signal.signal(s, on)\n"
+        f"open({str(ready)!r}, 'w').close()\n"
+        "while True: signal.pause()\n"
+    )
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_signals_are_forwarded_to_the_command(broker, tmp_path, sig):
+    ready, log = tmp_path / "ready", tmp_path / "log"
+    reader = broker.token(environment="dev", permissions=READER)
+    env = cli_env(VANTA_BROKER_URL=broker.url)
+    cli_proc = start(rws("dev", "PORT", handler_child(ready, log, sig), token=reader), env)
+    try:
+        wait_for(ready.exists, "the command to start")
+        cli_proc.send_signal(sig)
+        cli_proc.communicate(timeout=30)
+    finally:
+        if cli_proc.poll() is None:
+            cli_proc.kill()
+    assert cli_proc.returncode == 40  # the command handled it and chose its exit code
+    assert log.read_text() == f"{sig.name}\n"
+
+
+def test_ctrl_c_at_a_terminal_reaches_the_command_once(broker, tmp_path):
+    """The terminal sends SIGINT to the whole foreground group: the CLI must not add one."""
+    ready, log = tmp_path / "ready", tmp_path / "log"
+    reader = broker.token(environment="dev", permissions=READER)
+    env = cli_env(VANTA_BROKER_URL=broker.url)
+    argv = rws("dev", "PORT", handler_child(ready, log, signal.SIGTERM), token=reader)
+    pid, master = pty.fork()
+    if pid == 0:  # the CLI: session leader on the pty, in its foreground process group
+        os.execve(VANTA_CLI, argv, env)
+    try:
+        wait_for(ready.exists, "the command to start")
+        os.write(master, b"\x03")  # Ctrl-C
+        wait_for(lambda: log.exists() and log.read_text(), "the command to see SIGINT")
+        os.kill(pid, signal.SIGTERM)  # forwarded: the command exits 40
+        _, status = os.waitpid(pid, 0)
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        os.close(master)
+    assert os.waitstatus_to_exitcode(status) == 40
+    assert log.read_text() == "SIGINT\nSIGTERM\n"
+
+
+RELAY_SCRIPT = """
+import os, sys
+from cli.runner import {relay}, InheritIO
+with {relay}() as relay:
+    sys.exit(relay.run(sys.argv[1:], os.environ, InheritIO()))
+"""
+
+
+@pytest.mark.parametrize("relay", ["HandlerRelay", "SigwaitRelay"])
+def test_each_relay_forwards_and_returns_the_status(tmp_path, relay):
+    ready, log = tmp_path / "ready", tmp_path / "log"
+    proc = subprocess.Popen(
+        [
+            *python(RELAY_SCRIPT.format(relay=relay)),
+            *handler_child(ready, log, exit_on=signal.SIGHUP),
+        ],
+        cwd=Path(__file__).parent.parent,
+    )
+    try:
+        wait_for(ready.exists, "the command to start")
+        proc.send_signal(signal.SIGINT)
+        wait_for(lambda: log.exists() and log.read_text(), "SIGINT to arrive")
+        proc.send_signal(signal.SIGHUP)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 40
+    assert log.read_text() == "SIGINT\nSIGHUP\n"
+
+
+@pytest.mark.parametrize("relay_class", [SigwaitRelay, HandlerRelay])
+def test_a_signal_before_the_start_means_the_command_never_runs(relay_class):
+    with relay_class() as relay:
+        signal.raise_signal(signal.SIGTERM)  # held by the relay, not fatal
+        # not even attempted: starting this would raise FileNotFoundError
+        status = relay.run(["/nonexistent/vanta-test-command"], os.environ, InheritIO())
+    assert status == 128 + signal.SIGTERM
+
+
+# -- refusals: the command never runs ----------------------------------------------------------
+
+
+def test_denied_read_is_one_line_and_the_command_never_runs(broker, tmp_path):
+    marker = tmp_path / "ran"
+    issuer = broker.token(environment="dev", key_pattern="DATABASE_*", permissions=ISSUER)
+    env = cli_env(VANTA_BROKER_URL=broker.url, VANTA_TOKEN=issuer)
+    proc = run(rws("dev", "*", touch(marker)), env)
+    assert proc.returncode == 1 and not marker.exists() and proc.stdout == ""
+    assert proc.stderr.startswith(
+        "error: 403 scope_denied: the key pattern is outside the issuer's pattern"
+    )
+    assert len(proc.stderr.splitlines()) == 1 and issuer not in proc.stderr
+
+
+def test_reader_without_list_permission_is_refused(broker, tmp_path):
+    marker = tmp_path / "ran"
+    reader = broker.token(environment="dev", permissions=("secrets:read",))
+    env = cli_env(VANTA_BROKER_URL=broker.url)
+    proc = run(rws("dev", "*", touch(marker), token=reader), env)
+    assert proc.returncode == 1 and not marker.exists()
+    assert proc.stderr.startswith("error: 403 permission_denied: a pattern batch needs")
+
+
+def test_unreachable_broker_is_one_line_and_the_command_never_runs(tmp_path):
+    marker = tmp_path / "ran"
+    url = f"http://127.0.0.1:{free_port()}"
+    env = cli_env(VANTA_BROKER_URL=url, VANTA_TOKEN="issuer-token-value")
+    proc = run(rws("dev", "*", touch(marker)), env)
+    assert proc.returncode == 1 and not marker.exists()
+    assert proc.stderr == f"error: cannot reach the broker at {url}: connection refused\n"
+
+
+def test_no_matching_key_is_an_error(broker):
+    reader = broker.token(environment="dev", permissions=READER)
+    env = cli_env(VANTA_BROKER_URL=broker.url)
+    proc = run(rws("dev", "NOPE_*", ["true"], token=reader), env)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: no key in dev matches 'NOPE_*'")
+
+
+def test_no_token_at_all_says_what_to_set(tmp_path):
+    proc = run(rws("dev", "*", ["true"]), cli_env())
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: no token: pass --token (a reader) or set VANTA_TOKEN")
+
+
+def test_missing_command_is_127_and_the_file_is_gone(broker, tmp_path):
+    reader = broker.token(environment="dev", permissions=READER)
+    env = cli_env(VANTA_BROKER_URL=broker.url, XDG_RUNTIME_DIR=str(tmp_path))
+    proc = run(rws("dev", "PORT", ["no-such-command-xyz"], token=reader, inject_as="file"), env)
+    assert proc.returncode == 127
+    assert proc.stderr.endswith("error: no-such-command-xyz: command not found\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--environment", "dev", "--key-pattern", "*"],  # no command
+        ["--environment", "dev", "--key-pattern", "*", "--inject-as", "fifo", "--", "true"],
+        ["--key-pattern", "*", "--", "true"],
+    ],
+)
+def test_usage_errors_exit_2(args):
+    result = CliRunner().invoke(cli, ["run-with-secrets", *args])
+    assert result.exit_code == 2
+
+
+def test_help_explains_options_with_an_example():
+    result = CliRunner().invoke(cli, ["run-with-secrets", "--help"])
+    assert result.exit_code == 0
+    for text in ("--environment", "--key-pattern", "--inject-as", "--token", "Examples:"):
+        assert text in result.stdout
+    assert "vanta-cli run-with-secrets --environment dev" in result.stdout
+
+
+# -- naming and formatting (pure) --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "name"),
+    [
+        ("API_KEYS/openai", "API_KEYS_OPENAI"),
+        ("DATABASE_URL", "DATABASE_URL"),
+        ("db.primary-host", "DB_PRIMARY_HOST"),
+        ("a/b/c", "A_B_C"),
+    ],
+)
+def test_env_name(key, name):
+    assert env_name(key) == name
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(42, "42"), (True, "true"), (False, "false"), (1.5, "1.5"), (1e20, "1e+20"), ("x", "x")],
+)
+def test_values_are_written_as_yaml_writes_them(value, text):
+    assert yaml_scalar(value) == text
+
+
+def test_reader_request_is_read_and_list_one_use_five_minutes():
+    request = reader_request("dev", "DB_*", "me")
+    assert request.permissions == ("secrets:read", "secrets:list")
+    assert (request.usage_limit, request.ttl_minutes) == (1, 5)
+
+
+def test_variables_keep_their_source_and_hide_values():
+    (var,) = variables_for("dev", {"API_KEYS/openai": "sk-123"})
+    assert (var.name, var.value, var.source) == ("API_KEYS_OPENAI", "sk-123", "dev/API_KEYS/openai")
+    assert "sk-123" not in repr(var)
+
+
+@given(st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0")))
+def test_any_text_round_trips_through_python_dotenv(value):
+    import io
+
+    parsed = dotenv_values(stream=io.StringIO(render([("K", value)])), interpolate=False)
+    assert parsed == {"K": value}
+
+
+def test_quote_escapes_only_what_python_dotenv_decodes():
+    assert quote('a"b\\c\nd\re$f#g') == '"a\\"b\\\\c\\nd\\re$f#g"'
+
+
+def test_file_mode_does_not_depend_on_the_umask(broker, tmp_path):
+    reader = broker.token(environment="dev", permissions=READER)
+    env = cli_env(VANTA_BROKER_URL=broker.url, XDG_RUNTIME_DIR=str(tmp_path))
+    mode = "stat.S_IMODE(os.stat(os.environ['VANTA_SECRETS_FILE']).st_mode)"
+    command = python(f"import os, stat; print(oct({mode}))")
+    umask_000 = ["sh", "-c", 'umask 000 && exec "$@"', "sh"]
+    proc = run([*umask_000, *rws("dev", "PORT", command, token=reader, inject_as="file")], env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "0o600\n"
