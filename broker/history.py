@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
@@ -35,7 +35,9 @@ from ruamel.yaml.error import YAMLError
 from broker.errors import NotFound
 from broker.scope import is_key
 from broker.sops import flatten
-from broker.store import SecretStore, Snapshot
+
+if TYPE_CHECKING:  # the CLI reads history without loading the broker's store
+    from broker.store import SecretStore, Snapshot
 
 ADDED, CHANGED, REMOVED = "added", "changed", "removed"
 GIT_TIMEOUT_SECONDS = 120
@@ -52,7 +54,7 @@ _GIT_CONFIG = (
     "-c",
     "core.quotePath=off",
 )
-_LOG_FORMAT = "%x1e%H%x1f%P%x1f%an%x1f%ct%x1f%s"
+_LOG_FORMAT = "%x1e%H%x1f%an%x1f%ct%x1f%s"
 
 Leaf = str | tuple[str, str]  # a ciphertext string, or (type, text) of a plaintext scalar
 Leaves = dict[str, Leaf]
@@ -393,7 +395,7 @@ def _parse_log(text: str, file_path: str) -> Iterable[FileChange]:
         if not record:
             continue
         tokens = record.split("\0")
-        commit, _parents, author, epoch, subject = tokens[0].split("\x1f", 4)
+        commit, author, epoch, subject = tokens[0].split("\x1f", 3)
         committed_at = datetime.fromtimestamp(int(epoch), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         rest = [t.lstrip("\n") for t in tokens[1:]]
         for i, token in enumerate(rest[:-1]):
