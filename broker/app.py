@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 from limits.storage import Storage
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -26,6 +26,7 @@ from broker.errors import (
     ApiError,
     AuditUnavailable,
     MethodNotAllowed,
+    PayloadTooLarge,
     RateLimited,
     StateUnavailable,
     TokenInvalid,
@@ -78,6 +79,7 @@ def create_app(
     `background` starts the Git remote poller (when configured)."""
     app = Flask("vanta-broker")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.url_map.merge_slashes = False  # '//' is a 404, not an HTML redirect
     decryptor = Decryptor(
         config.sops_bin,
         cache=config.decrypt_cache,
@@ -270,7 +272,10 @@ _UNTHROTTLED = ("/healthz", "/readyz")
 def _begin() -> None:
     g.request_id = uuid.uuid4().hex
     g.started = time.perf_counter()
-    g.audit = {"event": "request"}
+    view = current_app.view_functions.get(request.endpoint or "")
+    g.audit = {"event": getattr(view, "audit_event", "request")}
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        raise PayloadTooLarge()  # also where no route reads a body
     limits = g_parts().limits
     if limits is not None and request.path not in _UNTHROTTLED:
         retry_after = limits.throttled(request.remote_addr or "-")
@@ -282,7 +287,8 @@ def _begin() -> None:
         and request.routing_exception is None
     ):
         # Flask answers these implicitly; a HEAD would count a use and leave no value.
-        raise MethodNotAllowed()
+        allowed = sorted((request.url_rule.methods or set()) - {"HEAD", "OPTIONS"})
+        raise MethodNotAllowed(allow=tuple(allowed))
 
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

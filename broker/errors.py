@@ -71,6 +71,13 @@ class NotFound(ApiError):
 class MethodNotAllowed(ApiError):
     status, code, default_message = 405, "method_not_allowed", "method not allowed"
 
+    def __init__(self, message: str | None = None, allow: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.allow = allow
+
+    def headers(self) -> dict[str, str]:
+        return {"Allow": ", ".join(self.allow)}
+
 
 class PayloadTooLarge(ApiError):
     status, code, default_message = 413, "payload_too_large", "request body over 1 MiB"

@@ -12,7 +12,7 @@ from pathlib import Path
 from flask import Blueprint, Response, request
 
 from broker import history
-from broker.api import audit, authenticate, check_environment_scope, json_response, parts
+from broker.api import audit, audited, authenticate, check_environment_scope, json_response, parts
 from broker.errors import BadRequest, NotFound, SyncFailed
 from broker.rotation import KeyStatus, PolicyError, evaluate, most_urgent_first, read_policy_at
 from broker.store import SecretStore, Snapshot
@@ -53,8 +53,8 @@ def rotation_report(
 
 
 @rotation_api.get("/rotation")
+@audited("rotation.check")
 def rotation_check() -> Response:
-    audit(event="rotation.check")
     claims = authenticate("secrets:list")
     environment = request.args.get("environment")
     if not environment:

@@ -45,7 +45,10 @@ def is_key(key: object) -> bool:
     return (
         isinstance(key, str)
         and 0 < len(key) <= MAX_KEY_LENGTH
-        and all(KEY_SEGMENT_RE.fullmatch(segment) for segment in key.split("/"))
+        and all(
+            KEY_SEGMENT_RE.fullmatch(segment) and segment.strip(".")  # no "." or ".." segment
+            for segment in key.split("/")
+        )
     )
 
 
@@ -67,7 +70,8 @@ def check_environment(name: object, field: str = "environment") -> str:
 def check_key(key: object, field: str = "key") -> str:
     if not is_key(key):
         raise BadRequest(
-            f"{field} must be 1-{MAX_KEY_LENGTH} characters of '/'-separated [A-Za-z0-9_.-] segments"
+            f"{field} must be 1-{MAX_KEY_LENGTH} characters of '/'-separated "
+            "[A-Za-z0-9_.-] segments, none of them only dots"
         )
     return key  # type: ignore[return-value]
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
-from broker.api import audit, json_response, parts
+from broker.api import audit, audited, json_response, parts
 from broker.audit import now_rfc3339_ms
 from broker.errors import AuditUnavailable, NotFound, SignatureInvalid, SyncFailed, SyncRefused
 from broker.remote import SyncOutcome
@@ -24,8 +24,8 @@ _REFUSALS = {
 
 
 @sync.post("/sync")
+@audited("git.sync")
 def sync_webhook() -> Response:
-    audit(event="git.sync")
     mirror, secret = parts().mirror, parts().config.webhook_secret
     if mirror is None or secret is None:
         raise NotFound("no such endpoint")

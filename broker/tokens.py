@@ -32,6 +32,8 @@ LEEWAY_SECONDS = 30
 MAX_TOKEN_LENGTH = 8192
 DEFAULT_TTL_MINUTES = 15
 DEFAULT_PERMISSIONS = ("secrets:read",)
+MAX_USAGE_LIMIT = 2**53  # what every JSON reader holds exactly
+MAX_EPOCH = 2**53
 _REQUIRED_CLAIMS = ["iss", "aud", "sub", "iat", "nbf", "exp", "jti"]
 
 
@@ -83,7 +85,7 @@ class MintRequest:
         usage_limit = body.get("usage_limit")
         if usage_limit is not None and (not _is_int(usage_limit) or usage_limit < 1):
             raise BadRequest("usage_limit must be a whole number of at least 1, or null")
-        if usage_limit is not None and usage_limit > 2**53:
+        if usage_limit is not None and usage_limit > MAX_USAGE_LIMIT:
             raise BadRequest("usage_limit is too large")
         permissions = body.get("permissions", list(DEFAULT_PERMISSIONS))
         if (
@@ -169,8 +171,16 @@ def rfc3339(epoch_seconds: float) -> str:
     return datetime.fromtimestamp(epoch_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def verify(token: str, keyring: Keyring, *, issuer: str, audience: str) -> Claims:
-    """Check signature, algorithm, times, issuer, audience and claim shapes.
+def verify(
+    token: str,
+    keyring: Keyring,
+    *,
+    issuer: str,
+    audience: str,
+    max_ttl_minutes: int | None = None,
+) -> Claims:
+    """Check signature, algorithm, times, issuer, audience and claim shapes; with
+    `max_ttl_minutes`, also refuse a token that would outlive the longest mintable one.
 
     Raises TokenInvalid with one generic message whatever failed.
     """
@@ -195,7 +205,11 @@ def verify(token: str, keyring: Keyring, *, issuer: str, audience: str) -> Claim
         )
     except (jwt.PyJWTError, ValueError, TypeError):
         raise TokenInvalid() from None
-    return _claims_from_payload(payload)
+    claims = _claims_from_payload(payload)
+    if max_ttl_minutes is not None:
+        if claims.expires_at > time.time() + max_ttl_minutes * 60 + LEEWAY_SECONDS:
+            raise TokenInvalid()
+    return claims
 
 
 def _claims_from_payload(payload: Mapping[str, Any]) -> Claims:
@@ -212,12 +226,14 @@ def _claims_from_payload(payload: Mapping[str, Any]) -> Claims:
         and is_pattern(pattern)
         and isinstance(permissions, list)
         and all(isinstance(p, str) for p in permissions)
-        and (usage_limit is None or (_is_int(usage_limit) and usage_limit >= 1))
+        and (usage_limit is None or (_is_int(usage_limit) and 1 <= usage_limit <= MAX_USAGE_LIMIT))
         and isinstance(subject, str)
         and isinstance(jti, str)
         and 1 <= len(jti) <= 256
         and _is_int(payload.get("exp"))
         and _is_int(payload.get("iat"))
+        and payload["exp"] < MAX_EPOCH
+        and payload["iat"] < MAX_EPOCH
     ):
         raise TokenInvalid()
     known = tuple(p for p in PERMISSIONS if p in permissions)

@@ -12,6 +12,7 @@ _COMMANDS = [
     ("cli.run_cmd", "run_with_secrets"),
     ("cli.secrets_cmd", "secrets"),
     ("cli.audit_cmd", "audit"),
+    ("cli.rotation_cmd", "rotation"),
 ]
 
 
