@@ -54,7 +54,7 @@ _GIT_CONFIG = (
     "-c",
     "core.quotePath=off",
 )
-_LOG_FORMAT = "%x1e%H%x1f%an%x1f%ct%x1f%s"
+_LOG_FORMAT = "%x1e%H%x00%an%x00%ct%x00%s"
 
 Leaf = str | tuple[str, str]  # a ciphertext string, or (type, text) of a plaintext scalar
 Leaves = dict[str, Leaf]
@@ -391,18 +391,29 @@ def file_log(git_dir: str | Path, commit: str, file_path: str) -> FileLog:
 
 
 def _parse_log(text: str, file_path: str) -> Iterable[FileChange]:
-    for record in text.split("\x1e"):
-        if not record:
+    """FileChanges from `git log -z` output. Fields are read by position between NULs
+    (which no name or subject can hold), so nothing in a commit message can derail it."""
+    tokens = text.split("\0")
+    i = 0
+    while i + 3 < len(tokens):
+        head = tokens[i].lstrip("\n")
+        if not head.startswith("\x1e"):
+            i += 1
             continue
-        tokens = record.split("\0")
-        commit, author, epoch, subject = tokens[0].split("\x1f", 3)
+        commit, author, epoch, subject = head[1:], tokens[i + 1], tokens[i + 2], tokens[i + 3]
         committed_at = datetime.fromtimestamp(int(epoch), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        rest = [t.lstrip("\n") for t in tokens[1:]]
-        for i, token in enumerate(rest[:-1]):
-            if token.startswith(":") and rest[i + 1] == file_path:
-                blob, parent_blobs = _raw_blobs(token)
-                yield FileChange(commit, committed_at, author, subject, blob, parent_blobs)
-                break
+        i += 4
+        found = None
+        while i < len(tokens) and not tokens[i].lstrip("\n").startswith("\x1e"):
+            status = tokens[i].lstrip("\n")
+            if status.startswith(":") and i + 1 < len(tokens):
+                if tokens[i + 1] == file_path:
+                    found = _raw_blobs(status)
+                i += 2
+            else:
+                i += 1
+        if found is not None:
+            yield FileChange(commit, committed_at, author, subject, found[0], found[1])
 
 
 def _raw_blobs(status: str) -> tuple[str | None, tuple[str | None, ...]]:

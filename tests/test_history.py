@@ -172,6 +172,26 @@ def test_each_version_has_the_contract_fields(secrets_repo):
     }
 
 
+@pytest.mark.parametrize("subject", ["\x1e:100644 odd\x1f subject", ""])
+def test_any_subject_and_author_name_is_read_as_it_is(secrets_repo, subject):
+    sops_set(secrets_repo, "dev", "PORT", 7)
+    git(secrets_repo.path, "add", "-A")
+    git(
+        secrets_repo.path,
+        "commit",
+        "-q",
+        "--allow-empty-message",
+        "-m",
+        subject,
+        env={"GIT_AUTHOR_NAME": "Zoë: Ünïcode"},
+    )
+    newest = key_history(secrets_repo.path / ".git", "HEAD", DEV_FILE, "PORT")
+    assert [(c.message, c.author, c.change) for c in newest] == [
+        (subject, "Zoë: Ünïcode", "changed"),
+        ("secrets: add dev and prod", "Ada Tester", "added"),
+    ]
+
+
 def test_a_nested_key_and_a_type_change_are_changes(secrets_repo):
     sops_set(secrets_repo, "dev", "API_KEYS/openai", "sk-new")
     nested = commit(secrets_repo, "openai")
