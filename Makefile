@@ -4,10 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench lint clean system-deps
+.PHONY: run test bench lint clean system-deps screenshots
 
-# Test-only system packages from Debian: redis-server (several-broker tests).
-SYSTEM_DEPS := redis-server
+# Test-only system packages from Debian: redis-server (several-broker tests), chromium and
+# chromium-driver (the dashboard tests drive a real headless browser).
+SYSTEM_DEPS := redis-server chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(STAMP): pyproject.toml
@@ -20,7 +21,7 @@ run: $(STAMP)
 	@$(BIN)/python scripts/dev_run.py
 
 system-deps:
-	@missing=""; for p in $(SYSTEM_DEPS); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(SYSTEM_DEPS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing (apt)"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
@@ -28,6 +29,9 @@ system-deps:
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q
+
+screenshots: $(STAMP) system-deps
+	VANTA_SCREENSHOTS_DIR=docs/screenshots $(BIN)/python -m pytest -q tests/test_ui.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

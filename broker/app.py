@@ -106,7 +106,9 @@ def create_app(
     app.extensions["vanta"] = parts
     if config.trusted_proxies:
         # The client address is the one N trusted proxies put in X-Forwarded-For.
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=config.trusted_proxies)  # type: ignore[method-assign]
+        app.wsgi_app = ProxyFix(
+            app.wsgi_app, x_for=config.trusted_proxies, x_proto=config.trusted_proxies
+        )  # type: ignore[method-assign]
     if mirror is not None:
         _start_following(parts, background)
     app.register_blueprint(openapi)

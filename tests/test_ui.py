@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -38,7 +39,10 @@ from broker.tokens import MintRequest, mint
 from broker.usage import SqliteTokenState
 
 ROOT = Path(__file__).resolve().parent.parent
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+# Screenshots go to a temporary directory; `make screenshots` refreshes the README's copies.
+SCREENSHOTS = Path(
+    os.environ.get("VANTA_SCREENSHOTS_DIR") or tempfile.mkdtemp(prefix="vanta-screenshots-")
+)
 CHROMIUM = os.environ.get("VANTA_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("VANTA_TEST_CHROMEDRIVER", "/usr/bin/chromedriver")
 CHROMIUM_FLAGS = (
