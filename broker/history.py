@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
@@ -42,8 +43,8 @@ if TYPE_CHECKING:  # the CLI reads history without loading the broker's store
 ADDED, CHANGED, REMOVED = "added", "changed", "removed"
 GIT_TIMEOUT_SECONDS = 120
 LEAF_CACHE_ENTRIES = 20_000  # parsed blobs; a 1,000-commit history needs ~1,000
-LEAF_CACHE_BYTES = 64 * 1024 * 1024
-LOG_CACHE_COMMITS = 200_000  # commits held across all cached logs
+LEAF_CACHE_BYTES = 32 * 1024 * 1024  # estimated; shared ciphertext is interned, so less
+LOG_CACHE_COMMITS = 50_000  # commits held across all cached logs (~600 bytes each)
 _CHUNK = 64  # blobs read per cat-file run when a walk may stop early
 _FILE_MODES = frozenset({"100644", "100755"})
 _GIT_CONFIG = (
@@ -246,7 +247,8 @@ def _scan_sops_layout(text: str) -> Leaves | None:
             pending = (indent, path + "/")
         elif _ENC_RE.fullmatch(value):
             if is_key(path):
-                out[path] = value
+                # an unchanged value's ciphertext is the same in every blob: keep it once
+                out[sys.intern(path)] = sys.intern(value)
         elif value not in ("{}", "[]"):
             return None
     return out
