@@ -30,30 +30,59 @@ Errors, all importable from here::
                ├── AuditUnavailable   audit_unavailable
                └── StateUnavailable   state_unavailable
 
-Every `BrokerError` carries `status`, `code`, `message` and `request_id`. A code this
-module does not know is mapped by its HTTP status (so a newer broker still raises
-something sensible). No exception text ever holds a token or a secret value.
+Every `BrokerError` carries `status`, `code`, `message` and `request_id`. A code not
+known is mapped by its HTTP status (so a newer broker still raises something sensible).
+No exception text ever holds a token or a secret value. The classes live in
+`cli.client_errors`, the typed results in `cli.client_results`; import both from here.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
 
+from cli.client_errors import (
+    AuditUnavailable,
+    BadRequest,
+    BrokerError,
+    BrokerUnavailable,
+    DecryptFailed,
+    Forbidden,
+    NotFound,
+    PermissionDenied,
+    RateLimited,
+    ScopeDenied,
+    ServiceUnavailable,
+    StateUnavailable,
+    TokenInvalid,
+    TokenRevoked,
+    UsageExhausted,
+    VaultError,
+    error_from_response,
+)
+from cli.client_results import (
+    Batch,
+    KeyList,
+    MintedToken,
+    Secret,
+    TokenRequest,
+    TokenScope,
+    Value,
+    Version,
+)
+
 DEFAULT_BROKER_URL = "http://127.0.0.1:8200"
 DEFAULT_TIMEOUT = 5.0
 
-# A secret's value keeps its YAML type: "text", 42, 1.5, true.
-Value = str | int | float | bool
-
 __all__ = [
     "DEFAULT_BROKER_URL",
+    "DEFAULT_TIMEOUT",
     "AuditUnavailable",
     "BadRequest",
     "Batch",
@@ -79,255 +108,8 @@ __all__ = [
     "VaultClient",
     "VaultError",
     "Version",
+    "error_from_response",
 ]
-
-
-# -- errors ------------------------------------------------------------------------------
-
-
-class VaultError(Exception):
-    """Anything this client raises."""
-
-
-class BrokerUnavailable(VaultError):
-    """The broker could not be reached, or did not answer in time."""
-
-
-class BrokerError(VaultError):
-    """The broker answered with an error body: `{"error": {"code", "message"}, "request_id"}`."""
-
-    def __init__(self, status: int, code: str, message: str, request_id: str | None) -> None:
-        self.status = status
-        self.code = code
-        self.message = message
-        self.request_id = request_id
-        super().__init__(status, code, message, request_id)
-
-    def __str__(self) -> str:
-        text = f"{self.status} {self.code}: {self.message}"
-        return f"{text} (request_id {self.request_id})" if self.request_id else text
-
-
-class BadRequest(BrokerError):
-    """400 bad_request, 405 method_not_allowed, 413 payload_too_large."""
-
-
-class TokenInvalid(BrokerError):
-    """401: the token is missing, malformed, expired, badly signed or not ours."""
-
-
-class Forbidden(BrokerError):
-    """403: the token is valid but may not do this."""
-
-
-class ScopeDenied(Forbidden):
-    """403 scope_denied: outside the token's environment, pattern or permissions."""
-
-
-class PermissionDenied(Forbidden):
-    """403 permission_denied: the token lacks the permission the endpoint needs."""
-
-
-class UsageExhausted(Forbidden):
-    """403 usage_exhausted: the token's usage limit is used up."""
-
-
-class TokenRevoked(Forbidden):
-    """403 token_revoked."""
-
-
-class NotFound(BrokerError):
-    """404: environment, key, version or endpoint not found."""
-
-
-class RateLimited(BrokerError):
-    """429 rate_limited; `retry_after` is the broker's Retry-After in seconds, if given."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        request_id: str | None,
-        retry_after: int | None = None,
-    ) -> None:
-        super().__init__(status, code, message, request_id)
-        self.retry_after = retry_after
-
-
-class ServiceUnavailable(BrokerError):
-    """503: the broker cannot serve the request right now."""
-
-
-class DecryptFailed(ServiceUnavailable):
-    """503 decrypt_failed."""
-
-
-class AuditUnavailable(ServiceUnavailable):
-    """503 audit_unavailable: no audit record, so no answer."""
-
-
-class StateUnavailable(ServiceUnavailable):
-    """503 state_unavailable: usage counts and revocations cannot be checked."""
-
-
-_BY_CODE: dict[str, type[BrokerError]] = {
-    "bad_request": BadRequest,
-    "method_not_allowed": BadRequest,
-    "payload_too_large": BadRequest,
-    "token_invalid": TokenInvalid,
-    "signature_invalid": TokenInvalid,
-    "scope_denied": ScopeDenied,
-    "permission_denied": PermissionDenied,
-    "usage_exhausted": UsageExhausted,
-    "token_revoked": TokenRevoked,
-    "not_found": NotFound,
-    "rate_limited": RateLimited,
-    "decrypt_failed": DecryptFailed,
-    "audit_unavailable": AuditUnavailable,
-    "state_unavailable": StateUnavailable,
-}
-_BY_STATUS: dict[int, type[BrokerError]] = {
-    400: BadRequest,
-    401: TokenInvalid,
-    403: Forbidden,
-    404: NotFound,
-    405: BadRequest,
-    413: BadRequest,
-    429: RateLimited,
-    503: ServiceUnavailable,
-}
-
-
-def error_from_response(response: requests.Response) -> BrokerError:
-    """The exception for an error answer; its class comes from the code, else the status."""
-    status = response.status_code
-    request_id = response.headers.get("X-Request-Id") or None
-    code, message = f"http_{status}", f"unexpected answer (HTTP {status})"
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, Mapping):
-        error = body.get("error")
-        if isinstance(error, Mapping) and isinstance(error.get("code"), str):
-            code = error["code"]
-            message = str(error.get("message") or code)
-        if isinstance(body.get("request_id"), str):
-            request_id = body["request_id"]
-    cls = _BY_CODE.get(code) or _BY_STATUS.get(status, BrokerError)
-    if cls is RateLimited:
-        return RateLimited(status, code, message, request_id, _retry_after(response))
-    return cls(status, code, message, request_id)
-
-
-def _retry_after(response: requests.Response) -> int | None:
-    raw = response.headers.get("Retry-After", "")
-    return int(raw) if raw.isdigit() else None
-
-
-# -- results -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Secret:
-    environment: str
-    key: str
-    value: Value = field(repr=False)
-    version: str | None  # the commit the value came from; None outside Git
-    committed_at: datetime | None
-
-
-@dataclass(frozen=True)
-class Batch:
-    environment: str
-    values: Mapping[str, Value] = field(repr=False)
-    version: str | None
-
-
-@dataclass(frozen=True)
-class KeyList:
-    environment: str
-    keys: tuple[str, ...]
-    version: str | None
-
-
-@dataclass(frozen=True)
-class Version:
-    version: str
-    committed_at: datetime | None
-    author: str
-    message: str
-    change: str  # "added", "changed" or "removed"
-
-
-@dataclass(frozen=True)
-class TokenRequest:
-    """What to mint; None leaves the broker's default (ttl 15 min, ["secrets:read"])."""
-
-    subject: str
-    environment: str
-    key_pattern: str
-    ttl_minutes: int | None = None
-    usage_limit: int | None = None
-    permissions: tuple[str, ...] | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "subject": self.subject,
-            "environment": self.environment,
-            "key_pattern": self.key_pattern,
-        }
-        if self.ttl_minutes is not None:
-            body["ttl_minutes"] = self.ttl_minutes
-        if self.usage_limit is not None:
-            body["usage_limit"] = self.usage_limit
-        if self.permissions is not None:
-            body["permissions"] = list(self.permissions)
-        return body
-
-
-@dataclass(frozen=True)
-class TokenScope:
-    subject: str
-    environment: str
-    key_pattern: str
-    permissions: tuple[str, ...]
-    usage_limit: int | None
-    jti: str
-    expires_at: str  # RFC 3339 UTC, as the broker wrote it
-
-
-@dataclass(frozen=True)
-class MintedToken:
-    access_token: str = field(repr=False)
-    token_type: str
-    expires_in: int
-    scope: TokenScope
-    answer_json: str = field(repr=False)  # the answer's JSON text, exactly as received
-
-    @classmethod
-    def from_answer(cls, answer: Mapping[str, Any], answer_json: str) -> MintedToken:
-        details = answer["scope_details"]
-        return cls(
-            access_token=answer["access_token"],
-            token_type=answer["token_type"],
-            expires_in=answer["expires_in"],
-            scope=TokenScope(
-                subject=details["subject"],
-                environment=details["environment"],
-                key_pattern=details["key_pattern"],
-                permissions=tuple(details["permissions"]),
-                usage_limit=details.get("usage_limit"),
-                jti=details["jti"],
-                expires_at=details["expires_at"],
-            ),
-            answer_json=answer_json,
-        )
-
-
-def _time(raw: object) -> datetime | None:
-    return datetime.fromisoformat(raw) if isinstance(raw, str) else None
 
 
 # -- the client --------------------------------------------------------------------------
@@ -522,6 +304,10 @@ class VaultClient:
         return response
 
 
+def _time(raw: object) -> datetime | None:
+    return datetime.fromisoformat(raw) if isinstance(raw, str) else None
+
+
 def _json(response: requests.Response) -> Any:
     try:
         return response.json()
@@ -535,9 +321,10 @@ def _json(response: requests.Response) -> Any:
 
 
 def _segment(text: str) -> str:
-    """One URL path segment; '.' and '..' are escaped so no client normalises them away."""
+    """One URL path segment. '.' and '..' are refused before sending: every HTTP stack
+    on the way (requests, urllib3) would resolve them, silently asking for another URL."""
     if text in (".", ".."):
-        return text.replace(".", "%2E")
+        raise BadRequest(400, "bad_request", f"a name cannot be {text!r}", None)
     return quote(text, safe="")
 
 

@@ -157,12 +157,7 @@ def test_list_gives_names_inside_the_token_pattern(running_broker, config, secre
 def test_history_gives_typed_versions_newest_first(running_broker, config, secrets_repo):
     secrets_repo.write_and_commit("dev", {**DEV_SECRETS, "PORT": 1}, "secrets: change dev/PORT")
     client = VaultClient(running_broker.url, make_token(config), environ={})
-    try:
-        versions = client.history("dev", "PORT")
-    except BrokerError as exc:
-        if exc.code != "internal_error":
-            raise
-        pytest.xfail("the broker's history endpoint is still a placeholder (issue 4)")
+    versions = client.history("dev", "PORT")
     assert [v.change for v in versions] == ["changed", "added"]
     assert versions[0].version == secrets_repo.commits[-1]
     assert versions[0].author == "Ada Tester"
@@ -213,11 +208,20 @@ def test_the_session_passed_in_carries_every_request(app, config):
     assert adapter.sent[0].headers["Authorization"].startswith("Bearer ")
 
 
-def test_key_path_segments_are_escaped_not_normalised(local):
-    # '..' must reach the broker as a key segment, not climb to /api/v1/vault/<key>
-    with pytest.raises(NotFound) as caught:
-        local.get("dev", "../PORT")
-    assert caught.value.code == "not_found"
+@pytest.mark.parametrize(("environment", "key"), [("dev", "../PORT"), ("..", "PORT")])
+def test_dot_segments_are_refused_before_any_request(app, config, environment, key):
+    # requests and urllib3 would resolve '..' and ask for another URL altogether
+    client, adapter = in_process(app, make_token(config))
+    with pytest.raises(BadRequest) as caught:
+        client.get(environment, key)
+    assert caught.value.message == "a name cannot be '..'" and adapter.sent == []
+
+
+def test_other_characters_are_percent_encoded(app, config):
+    client, adapter = in_process(app, make_token(config))
+    with pytest.raises(BadRequest):
+        client.get("dev", "A B?#")
+    assert adapter.sent[0].path_url == "/api/v1/vault/dev/A%20B%3F%23"
 
 
 # -- error mapping ----------------------------------------------------------------------------
