@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
+import orjson
 from flask import Blueprint, Response, request
 
-from broker.api import audit, authenticate, json_response, parts, read_json_object
+from broker.api import (
+    audit,
+    audited,
+    authenticate,
+    json_response,
+    parts,
+    read_body,
+    read_json_object,
+)
 from broker.audit_export import AuditQuery, TrailSnapshot
 from broker.errors import BadRequest, NotFound, ScopeDenied
 from broker.scope import ALL, environment_contains, pattern_contains
@@ -18,6 +28,17 @@ admin = Blueprint("admin", __name__, url_prefix="/api/v1")
 MAX_JTI_LENGTH = 256
 LAST_INSTANT = 253402300799  # 9999-12-31T23:59:59Z: what every state store can hold
 EXPORT_MIMETYPE = "application/x-ndjson"
+
+
+def _json_object(data: bytes) -> dict[str, Any]:
+    """`data` as a JSON object (the same rules as read_json_object, for a body read)."""
+    try:
+        body = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise BadRequest("the body must be valid JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    return body
 
 
 def _jti_from_body() -> str:
@@ -52,8 +73,8 @@ def _keep_until(caller: Claims, jti: str) -> int:
 
 
 @admin.post("/vault/tokens/revoke")
+@audited("token.revoke")
 def revoke_token() -> Response:
-    audit(event="token.revoke")
     caller = authenticate("tokens:issue")
     jti = _jti_from_body()
     audit(revoked_jti=jti)
@@ -62,11 +83,12 @@ def revoke_token() -> Response:
 
 
 @admin.post("/vault/tokens/revoke-self")
+@audited("token.revoke_self")
 def revoke_self() -> Response:
-    audit(event="token.revoke_self")
     caller = authenticate(None)
-    if request.get_data(cache=True):  # none is needed: read so that an oversized one is 413
-        read_json_object()  # and anything sent is at least a JSON object
+    data = read_body()  # none is needed; an oversized one is still 413
+    if data.strip():
+        _json_object(data)  # and anything sent must at least be a JSON object
     audit(
         revoked_jti=caller.jti,
         environment=caller.scope.environment,
@@ -78,8 +100,8 @@ def revoke_self() -> Response:
 
 
 @admin.get("/audit")
+@audited("audit.export")
 def export_audit() -> Response:
-    audit(event="audit.export")
     caller = authenticate("audit:read")
     query = AuditQuery.from_args(request.args.to_dict(flat=False), caller.scope.environment)
     audit(environment=query.environment)

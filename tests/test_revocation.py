@@ -450,3 +450,31 @@ def test_revocation_on_one_broker_holds_on_another_sharing_redis(config, tmp_pat
     finally:
         stop_broker(first)
         stop_broker(second)
+
+
+def test_an_oversized_revocation_is_413_and_audited_under_its_event(client, config):
+    root = make_token(config, permissions=PERMISSIONS)
+    big = b'{"jti": "' + b"x" * (1024 * 1024) + b'"}'
+    for path, event in ((REVOKE, "token.revoke"), (REVOKE_SELF, "token.revoke_self")):
+        r = client.post(path, data=big, headers=bearer(root))
+        assert r.status_code == 413 and error_code(r) == "payload_too_large"
+        record = read_audit(config)[-1]
+        assert record["event"] == event and record["status"] == 413
+    # Nothing was revoked.
+    assert client.get(READ.format(env="dev", key="PORT"), headers=bearer(root)).status_code == 200
+
+
+def test_revoke_self_over_a_chunked_body_on_the_real_broker(config, tmp_path):
+    broker = start_broker(config, tmp_path)
+    try:
+        url = f"{broker.url}{REVOKE_SELF}"
+        token = make_token(config, permissions=("secrets:read",))
+        big = [b'{"pad": "', b" " * (1024 * 1024), b'"}']
+        r = requests.post(url, data=iter(big), headers=bearer(token), timeout=30)
+        assert r.status_code == 413  # measured although no length was sent
+        r = requests.post(url, data=iter([b"{", b"}"]), headers=bearer(token), timeout=30)
+        assert r.status_code == 200 and r.json()["revoked"]
+        r = requests.get(f"{broker.url}/api/v1/vault/dev/PORT", headers=bearer(token), timeout=30)
+        assert r.json()["error"]["code"] == "token_revoked"
+    finally:
+        stop_broker(broker)

@@ -69,7 +69,8 @@ def environment_oracle(name: str) -> bool:
 def key_oracle(key: str) -> bool:
     segments = key.split("/")
     return 0 < len(key) <= MAX_KEY_LENGTH and all(
-        segment and all(c in KEY_CHARS for c in segment) for segment in segments
+        segment and all(c in KEY_CHARS for c in segment) and set(segment) != {"."}
+        for segment in segments
     )
 
 
