@@ -95,23 +95,32 @@ def run_with_secrets(
         )
     try:
         variables = variables_for(environment, batch.values)
-        injection = make_injection(inject_as, variables, os.environ.get("XDG_RUNTIME_DIR"))
+        injection = make_injection(inject_as, variables, _private_parent())
     except (NameClash, InjectionError) as exc:
         raise CliError(str(exc)) from None
     at = f" at {batch.version[:12]}" if batch.version else ""
-    with signal_relay() as relay, injection as added:
-        click.echo(
-            f"vanta: injecting {len(variables)} key(s) from {environment}{at} "
-            f"{injection.how}: {describe(variables)}",
-            err=True,
-        )
-        try:
+    try:
+        with signal_relay() as relay, injection as added:
+            click.echo(
+                f"vanta: injecting {len(variables)} key(s) from {environment}{at} "
+                f"{injection.how}: {describe(variables)}",
+                err=True,
+            )
             status = relay.run(command, {**os.environ, **added}, InheritIO())
-        except FileNotFoundError:
-            raise CliError(f"{command[0]}: command not found", exit_code=127) from None
-        except OSError as exc:
-            raise CliError(f"{command[0]}: cannot run: {exc.strerror}", exit_code=126) from None
+    except InjectionError as exc:
+        raise CliError(str(exc)) from None
+    except FileNotFoundError:
+        raise CliError(f"{command[0]}: command not found", exit_code=127) from None
+    except OSError as exc:
+        raise CliError(f"{command[0]}: cannot run: {exc.strerror}", exit_code=126) from None
     ctx.exit(status)
+
+
+def _private_parent() -> str | None:
+    """Where the secrets file's directory goes: the per-user runtime directory (a tmpfs on
+    most Linux systems, so nothing reaches a disk) when there is one, else TMPDIR or /tmp."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    return runtime if runtime and os.path.isdir(runtime) else None
 
 
 def _fetch(broker_url: str, environment: str, key_pattern: str, reader_token: str | None) -> Batch:

@@ -75,14 +75,17 @@ class FileInjection:
         return None if self.directory is None else self.directory / SECRETS_FILE_NAME
 
     def __enter__(self) -> dict[str, str]:
-        self.directory = Path(tempfile.mkdtemp(prefix="vanta-run-", dir=self.parent))
         try:
+            self.directory = Path(tempfile.mkdtemp(prefix="vanta-run-", dir=self.parent))
             os.chmod(self.directory, 0o700)
             path = self.directory / SECRETS_FILE_NAME
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-            fd = os.open(path, flags, 0o600)
-            with open(fd, "w", encoding="utf-8", newline="") as out:  # a umask only narrows 0600
+            fd = os.open(path, flags, 0o600)  # a umask can only narrow 0600
+            with open(fd, "w", encoding="utf-8", newline="") as out:
                 out.write(render((var.name, var.value) for var in self.variables))
+        except OSError as exc:
+            self._remove()
+            raise InjectionError(f"cannot write the secrets file: {exc.strerror}") from None
         except BaseException:
             self._remove()
             raise

@@ -91,8 +91,10 @@ class SigwaitRelay:
     def __init__(self) -> None:
         self._mask = FORWARDED | {signal.SIGCHLD}
         self._saved: set[signal.Signals] | None = None
+        self._sigchld: Any = None
 
     def __enter__(self) -> SigwaitRelay:
+        self._sigchld = _default_sigchld()
         self._saved = signal.pthread_sigmask(signal.SIG_BLOCK, self._mask)
         return self
 
@@ -101,6 +103,7 @@ class SigwaitRelay:
             pass  # the child is gone: nothing left to relay them to
         assert self._saved is not None
         signal.pthread_sigmask(signal.SIG_SETMASK, self._saved)
+        signal.signal(signal.SIGCHLD, self._sigchld)
 
     def run(self, argv: Sequence[str], env: Mapping[str, str], io: ChildIO) -> int:
         early = FORWARDED & signal.sigpending()
@@ -143,6 +146,7 @@ class HandlerRelay:
         self._saved: dict[signal.Signals, Any] = {}
 
     def __enter__(self) -> HandlerRelay:
+        self._saved[signal.SIGCHLD] = _default_sigchld()
         for signo in FORWARDED:
             self._saved[signo] = signal.signal(signo, self._on_signal)
         return self
@@ -173,6 +177,12 @@ class HandlerRelay:
                 process.wait()
             io.finished()
         return exit_status(process.returncode)
+
+
+def _default_sigchld() -> Any:
+    """Set SIGCHLD to its default, returning the old handler. Started with it ignored
+    (some supervisors do that), the kernel would reap the child and lose its status."""
+    return signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
 
 def signal_relay() -> SignalRelay:

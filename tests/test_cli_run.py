@@ -376,6 +376,20 @@ def test_file_is_private_round_trips_through_python_dotenv_and_is_removed(broker
     assert_no_values(proc.stderr, AWKWARD)
 
 
+def test_file_falls_back_to_the_temp_dir_without_a_runtime_dir(broker, tmp_path):
+    reader = broker.token(environment="dev", permissions=READER)
+    env = cli_env(
+        VANTA_BROKER_URL=broker.url,
+        XDG_RUNTIME_DIR=str(tmp_path / "missing"),
+        TMPDIR=str(tmp_path),
+    )
+    code = "import os; print(os.environ['VANTA_SECRETS_FILE'])"
+    proc = run(rws("dev", "PORT", python(code), token=reader, inject_as="file"), env)
+    assert proc.returncode == 0, proc.stderr
+    assert Path(proc.stdout.strip()).parent.parent == tmp_path
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_file_is_removed_when_the_command_fails(broker, tmp_path):
     reader = broker.token(environment="dev", permissions=READER)
     env = cli_env(VANTA_BROKER_URL=broker.url, XDG_RUNTIME_DIR=str(tmp_path))
@@ -421,6 +435,19 @@ def test_exit_code_is_the_commands(broker, code):
     env = cli_env(VANTA_BROKER_URL=broker.url)
     proc = run(rws("dev", "PORT", python(f"import sys; sys.exit({code})"), token=reader), env)
     assert proc.returncode == code, proc.stderr
+
+
+def test_exit_code_survives_a_parent_that_ignores_sigchld(broker):
+    reader = broker.token(environment="dev", permissions=READER)
+    env = cli_env(VANTA_BROKER_URL=broker.url)
+    args = rws("dev", "PORT", python("import sys; sys.exit(7)"), token=reader)
+    ignoring = python(
+        "import os, signal, sys\n"
+        "signal.signal(signal.SIGCHLD, signal.SIG_IGN)\n"  # inherited across exec
+        "os.execv(sys.argv[1], sys.argv[1:])\n"
+    )
+    proc = run([*ignoring, *args], env)
+    assert proc.returncode == 7, proc.stderr
 
 
 def test_command_killed_by_a_signal_gives_128_plus_n(broker):
