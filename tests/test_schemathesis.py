@@ -42,8 +42,7 @@ from conftest import (
     stop_broker,
 )
 from schemathesis.config import SchemathesisConfig
-from schemathesis.openapi.checks import UnsupportedMethodResponse
-from schemathesis.specs.openapi.checks import missing_required_header, unsupported_method
+from schemathesis.specs.openapi.checks import missing_required_header
 
 from broker.config import Config, Keyring, SecretValue
 from broker.openapi import build_document
@@ -182,30 +181,6 @@ def test_each_broker_serves_the_document_the_cases_come_from(
         assert r.json() == expected
 
 
-# -- known non-conformances of files this test does not own: each tolerated alone --------
-
-
-def _unsupported_method_but_allow(ctx: Any, response: Any, case: Any) -> bool | None:
-    """unsupported_method, less its Allow header requirement."""
-    try:
-        return unsupported_method(ctx, response, case)
-    except UnsupportedMethodResponse as failure:
-        if failure.failure_reason == "missing_allow_header":
-            return None
-        raise
-
-
-def call_and_validate(case: Any, request: pytest.FixtureRequest, **kwargs: Any) -> None:
-    """case.call_and_validate, with the known bugs below tolerated for their case only."""
-    path, method = case.operation.path, case.method.upper()
-    if path.startswith("/api/v1/vault/tokens/") and method == "GET":
-        # KNOWN BUG broker/api.py reject_reserved: GET /api/v1/vault/tokens/... is 405
-        # without the Allow header RFC 9110 requires (it should say "POST").
-        kwargs["excluded_checks"] = [unsupported_method]
-        kwargs["additional_checks"] = [_unsupported_method_but_allow]
-    case.call_and_validate(**kwargs)
-
-
 # -- the passes ---------------------------------------------------------------------------
 
 admin = load_schema(max_examples=60).exclude(path=SYNC)
@@ -215,23 +190,19 @@ webhook = load_schema(max_examples=30).include(path=SYNC)
 
 @admin.parametrize()
 def test_every_answer_to_an_admin_token_conforms(
-    case: Any, admin_broker: RunningBroker, module_config: Any, request: pytest.FixtureRequest
+    case: Any, admin_broker: RunningBroker, module_config: Any
 ) -> None:
     token = make_token(module_config[0], subject="schemathesis")
-    call_and_validate(case, request, base_url=admin_broker.url, headers=bearer(token))
+    case.call_and_validate(base_url=admin_broker.url, headers=bearer(token))
 
 
 @anonymous.parametrize()
-def test_every_answer_without_a_token_conforms(
-    case: Any, anonymous_broker: RunningBroker, request: pytest.FixtureRequest
-) -> None:
+def test_every_answer_without_a_token_conforms(case: Any, anonymous_broker: RunningBroker) -> None:
     # Once throttled, a request without Authorization is rightly 429, not the 401 that
     # missing_required_header wants: the admin pass (throttle off) runs that check.
     operations = sorted(op.ok().label for op in anonymous.get_all_operations())
     client = f"10.0.0.{operations.index(case.operation.label) + 1}"
-    call_and_validate(
-        case,
-        request,
+    case.call_and_validate(
         base_url=anonymous_broker.url,
         headers={"X-Forwarded-For": client},
         excluded_checks=[missing_required_header],
@@ -252,11 +223,9 @@ class SigningSession(requests.Session):
 
 
 @webhook.parametrize()
-def test_every_webhook_answer_conforms(
-    case: Any, remote_broker: RunningBroker, request: pytest.FixtureRequest
-) -> None:
+def test_every_webhook_answer_conforms(case: Any, remote_broker: RunningBroker) -> None:
     with SigningSession() as session:
-        call_and_validate(case, request, base_url=remote_broker.url, session=session)
+        case.call_and_validate(base_url=remote_broker.url, session=session)
 
 
 # -- the passes reached what they are for ---------------------------------------------------
