@@ -135,7 +135,7 @@ def _fetch(broker_url: str, environment: str, key_pattern: str, reader_token: st
                 )
             minted = issuer.generate_token(reader_request(environment, key_pattern, _subject()))
             reader_token = minted.access_token
-        reader = VaultClient(broker_url, reader_token, environ={})
+        reader = VaultClient(broker_url, reader_token)  # never falls back to VANTA_TOKEN
         if not reader.has_token:
             raise CliError("--token is empty")
         return fetch_batch(reader, environment, key_pattern)

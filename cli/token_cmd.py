@@ -107,7 +107,7 @@ def generate(
         if offline:
             minted = mint_offline(request, os.environ)
         else:
-            client = VaultClient(broker_url, issuer_token, environ={})
+            client = VaultClient(broker_url, issuer_token)
             if not client.has_token:
                 raise CliError(
                     "no issuer token: pass --token or set VANTA_TOKEN "

@@ -49,9 +49,11 @@ class FlaskAdapter(BaseAdapter):
         super().__init__()
         self.test_client = app.test_client()
         self.sent: list[requests.PreparedRequest] = []
+        self.tls: list[tuple[object, object]] = []  # (verify, cert) of each request
 
     def send(self, request, stream=False, timeout=None, verify=True, cert=None, proxies=None):
         self.sent.append(request)
+        self.tls.append((verify, cert))
         url = urlsplit(request.url)
         answer = self.test_client.open(
             url.path,
@@ -206,6 +208,27 @@ def test_the_session_passed_in_carries_every_request(app, config):
     client.list("dev")
     assert [r.method for r in adapter.sent] == ["GET", "GET"]
     assert adapter.sent[0].headers["Authorization"].startswith("Bearer ")
+
+
+def test_tls_settings_come_from_arguments_or_the_environment(app, config, monkeypatch):
+    adapter = FlaskAdapter(app)
+    session = requests.Session()
+    session.mount("http://vault.test", adapter)
+    monkeypatch.setenv("VANTA_CA_BUNDLE", "/etc/vanta/ca.pem")
+    monkeypatch.setenv("VANTA_CLIENT_CERT", "/etc/vanta/me.crt")
+    monkeypatch.setenv("VANTA_CLIENT_KEY", "/etc/vanta/me.key")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/other/ca.pem")
+    token = make_token(config)
+    VaultClient("http://vault.test", token, session=session).get("dev", "PORT")
+    VaultClient("http://vault.test", token, session=session, ca_bundle="/ca", client_cert="/c").get(
+        "dev", "PORT"
+    )
+    VaultClient("http://vault.test", token, session=session, environ={}).get("dev", "PORT")
+    assert adapter.tls == [
+        ("/etc/vanta/ca.pem", ("/etc/vanta/me.crt", "/etc/vanta/me.key")),  # VANTA_ wins
+        ("/ca", "/c"),
+        ("/etc/other/ca.pem", None),  # without VANTA_CA_BUNDLE, requests' own variables
+    ]
 
 
 @pytest.mark.parametrize(("environment", "key"), [("dev", "../PORT"), ("..", "PORT")])
