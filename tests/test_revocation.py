@@ -478,3 +478,30 @@ def test_revoke_self_over_a_chunked_body_on_the_real_broker(config, tmp_path):
         assert r.json()["error"]["code"] == "token_revoked"
     finally:
         stop_broker(broker)
+
+
+def test_a_second_revocation_never_shortens_the_first_in_sqlite(tmp_path):
+    later, sooner = int(time.time()) + 7200, int(time.time()) + 600
+    state = SqliteTokenState(tmp_path / "state.db")
+    state.revoke("j", keep_until=later)
+    state.revoke("j", keep_until=sooner)
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        kept = db.execute("SELECT expires_at FROM revoked WHERE jti = 'j'").fetchone()[0]
+    assert kept == later
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="broker/usage_redis.py revoke: SET drops the TTL and EXPIREAT sets the new, "
+    "sooner one (SQLite keeps the later)",
+)
+def test_a_second_revocation_never_shortens_the_first_in_redis(redis_server):
+    import redis as redis_lib
+
+    from broker.usage_redis import RedisTokenState
+
+    later, sooner = int(time.time()) + 7200, int(time.time()) + 600
+    state = RedisTokenState(redis_server.url)
+    state.revoke("j", keep_until=later)
+    state.revoke("j", keep_until=sooner)
+    assert redis_lib.Redis.from_url(redis_server.url).ttl("vanta:revoked:j") >= 7000
