@@ -106,7 +106,7 @@ def run_with_secrets(
                 f"{injection.how}: {describe(variables)}",
                 err=True,
             )
-            status = relay.run(command, {**os.environ, **added}, InheritIO())
+            status = relay.run(command, {**child_environment(), **added}, InheritIO())
     except InjectionError as exc:
         raise CliError(str(exc)) from None
     except FileNotFoundError:
@@ -121,6 +121,12 @@ def _private_parent() -> str | None:
     most Linux systems, so nothing reaches a disk) when there is one, else TMPDIR or /tmp."""
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     return runtime if runtime and os.path.isdir(runtime) else None
+
+
+def child_environment() -> dict[str, str]:
+    """The CLI's environment less the issuer token: the command gets its secrets, not the
+    power to mint more."""
+    return {k: v for k, v in os.environ.items() if k != "VANTA_TOKEN"}
 
 
 def _fetch(broker_url: str, environment: str, key_pattern: str, reader_token: str | None) -> Batch:

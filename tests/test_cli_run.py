@@ -237,6 +237,7 @@ def test_env_injects_every_matching_key_and_keeps_the_rest(broker, proxy):
     assert (child["PORT"], child["DEBUG"]) == ("8080", "true")  # as YAML writes them
     assert child["KEEP_ME"] == "still here"
     assert "VANTA_SECRETS_FILE" not in child
+    assert "VANTA_TOKEN" not in child  # the issuer token stays with the CLI
     # stderr names the keys and how, never a value
     assert "as environment variables" in proc.stderr
     assert "API_KEYS_OPENAI (API_KEYS/openai)" in proc.stderr and "DATABASE_URL" in proc.stderr
