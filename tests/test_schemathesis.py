@@ -8,11 +8,16 @@ process, each bounded and derandomized so that CI sends the same requests every 
 - with an admin token (environment "*", pattern "*", all four permissions), a fresh one
   minted offline for every case, so revoke-self (or a revoke that names it) never takes
   away the token the next case uses;
-- without a token (what schemathesis makes of the bearer scheme on its own), under a low
-  failed-authentication throttle, so 401s and then 429s with Retry-After meet the document;
+- without a token (what schemathesis makes of the bearer scheme on its own), each
+  operation from its own client address under a low failed-authentication throttle, so
+  401s and then 429s with Retry-After meet the document;
 - the webhook of a broker following a Git remote: a well-formed signature is replaced by
   the true HMAC of the body sent (200 after a real fetch), a malformed or missing one is
   left as generated (401 signature_invalid).
+
+The brokers live for the module and the tests are built at import (`schema.parametrize`):
+schemathesis's lazy `pytest.from_fixture` does not run on pytest 9.2 (it sets the removed
+`Node._nodeid`).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import hmac
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +41,7 @@ from conftest import (
     SIGNING_KEY,
     SOPS_BIN,
     RunningBroker,
+    SecretsRepo,
     bearer,
     make_secrets_repo,
     make_token,
@@ -106,8 +113,32 @@ def _json_lines(ctx: Any, response: Any) -> list[Any]:
 # -- one repository and three brokers for the module -------------------------------------
 
 
+@dataclass(frozen=True)
+class Bench:
+    """What the module's brokers share: a config, its secrets repository, a directory."""
+
+    config: Config
+    repo: SecretsRepo
+    root: Path
+
+    def start(self, name: str, extra_env: dict[str, str]) -> RunningBroker:
+        """A broker with its own audit trail and state under root/name."""
+        workdir = self.root / name
+        workdir.mkdir()
+        env = {
+            "VANTA_AUDIT_LOG": str(workdir / "audit.jsonl"),
+            "VANTA_STATE_DB": str(workdir / "broker.db"),
+            **extra_env,
+        }
+        return start_broker(self.config, workdir, extra_env=env)
+
+    def audit_trail(self, name: str) -> list[dict[str, Any]]:
+        lines = (self.root / name / "audit.jsonl").read_text().splitlines()
+        return [json.loads(line) for line in lines]
+
+
 @pytest.fixture(scope="module")
-def module_config(tmp_path_factory: pytest.TempPathFactory, age_key: AgeKey, age_key_file: Path):
+def bench(tmp_path_factory: pytest.TempPathFactory, age_key: AgeKey, age_key_file: Path) -> Bench:
     root = tmp_path_factory.mktemp("schemathesis")
     repo = make_secrets_repo(root / "repo", age_key.recipient)
     repo.write("dev", DEV_SECRETS)
@@ -122,51 +153,38 @@ def module_config(tmp_path_factory: pytest.TempPathFactory, age_key: AgeKey, age
         sops_age_key_file=age_key_file,
         max_ttl_minutes=MAX_TTL_MINUTES,
     )
-    return config, repo, root
-
-
-def _module_broker(module_config: Any, name: str, extra_env: dict[str, str]) -> RunningBroker:
-    config, _, root = module_config
-    workdir = root / name
-    workdir.mkdir()
-    env = {
-        "VANTA_AUDIT_LOG": str(workdir / "audit.jsonl"),
-        "VANTA_STATE_DB": str(workdir / "broker.db"),
-        **extra_env,
-    }
-    return start_broker(config, workdir, extra_env=env)
+    return Bench(config, repo, root)
 
 
 @pytest.fixture(scope="module")
-def admin_broker(module_config: Any) -> Iterator[RunningBroker]:
+def admin_broker(bench: Bench) -> Iterator[RunningBroker]:
     # ignored_auth sends token-less probes: the failed-auth throttle would 429 the rest.
-    broker = _module_broker(module_config, "admin", {"VANTA_AUTH_FAILURES_PER_MINUTE": "0"})
+    broker = bench.start("admin", {"VANTA_AUTH_FAILURES_PER_MINUTE": "0"})
     yield broker
     stop_broker(broker)
 
 
 @pytest.fixture(scope="module")
-def anonymous_broker(module_config: Any) -> Iterator[RunningBroker]:
+def anonymous_broker(bench: Bench) -> Iterator[RunningBroker]:
     # Each operation comes from its own address (one trusted proxy): it meets its first
     # 401s, then the throttle's 429s, whichever UTC minute the pass starts in.
     env = {"VANTA_AUTH_FAILURES_PER_MINUTE": "10", "VANTA_TRUSTED_PROXIES": "1"}
-    broker = _module_broker(module_config, "anonymous", env)
+    broker = bench.start("anonymous", env)
     yield broker
     stop_broker(broker)
 
 
 @pytest.fixture(scope="module")
-def remote_broker(module_config: Any) -> Iterator[RunningBroker]:
-    _, repo, root = module_config
+def remote_broker(bench: Bench) -> Iterator[RunningBroker]:
     env = {
-        "VANTA_GIT_REMOTE": str(repo.path),
-        "VANTA_GIT_CACHE": str(root / "git-cache"),
+        "VANTA_GIT_REMOTE": str(bench.repo.path),
+        "VANTA_GIT_CACHE": str(bench.root / "git-cache"),
         "VANTA_GIT_POLL_SECONDS": "0",
         "VANTA_WEBHOOK_SECRET": WEBHOOK_SECRET,
         "VANTA_SOPS_FILES_PATH": "secrets",
         "VANTA_AUTH_FAILURES_PER_MINUTE": "0",
     }
-    broker = _module_broker(module_config, "remote", env)
+    broker = bench.start("remote", env)
     yield broker
     stop_broker(broker)
 
@@ -186,13 +204,14 @@ def test_each_broker_serves_the_document_the_cases_come_from(
 admin = load_schema(max_examples=60).exclude(path=SYNC)
 anonymous = load_schema(max_examples=15).exclude(path=SYNC)
 webhook = load_schema(max_examples=30).include(path=SYNC)
+ANONYMOUS_LABELS = sorted(result.ok().label for result in anonymous.get_all_operations())
 
 
 @admin.parametrize()
 def test_every_answer_to_an_admin_token_conforms(
-    case: Any, admin_broker: RunningBroker, module_config: Any
+    case: Any, admin_broker: RunningBroker, bench: Bench
 ) -> None:
-    token = make_token(module_config[0], subject="schemathesis")
+    token = make_token(bench.config, subject="schemathesis")
     case.call_and_validate(base_url=admin_broker.url, headers=bearer(token))
 
 
@@ -200,8 +219,7 @@ def test_every_answer_to_an_admin_token_conforms(
 def test_every_answer_without_a_token_conforms(case: Any, anonymous_broker: RunningBroker) -> None:
     # Once throttled, a request without Authorization is rightly 429, not the 401 that
     # missing_required_header wants: the admin pass (throttle off) runs that check.
-    operations = sorted(op.ok().label for op in anonymous.get_all_operations())
-    client = f"10.0.0.{operations.index(case.operation.label) + 1}"
+    client = f"10.0.0.{ANONYMOUS_LABELS.index(case.operation.label) + 1}"
     case.call_and_validate(
         base_url=anonymous_broker.url,
         headers={"X-Forwarded-For": client},
@@ -231,15 +249,10 @@ def test_every_webhook_answer_conforms(case: Any, remote_broker: RunningBroker) 
 # -- the passes reached what they are for ---------------------------------------------------
 
 
-def _audit_trail(module_config: Any, name: str) -> list[dict[str, Any]]:
-    path = module_config[2] / name / "audit.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
 def test_the_admin_pass_reached_every_endpoints_success(
-    admin_broker: RunningBroker, module_config: Any
+    admin_broker: RunningBroker, bench: Bench
 ) -> None:
-    successes = {r["event"] for r in _audit_trail(module_config, "admin") if r["status"] < 300}
+    successes = {r["event"] for r in bench.audit_trail("admin") if r["status"] < 300}
     expected = {
         "token.generate",
         "token.revoke",
@@ -255,15 +268,15 @@ def test_the_admin_pass_reached_every_endpoints_success(
 
 
 def test_the_anonymous_pass_met_both_401_and_the_throttles_429(
-    anonymous_broker: RunningBroker, module_config: Any
+    anonymous_broker: RunningBroker, bench: Bench
 ) -> None:
-    trail = _audit_trail(module_config, "anonymous")
+    trail = bench.audit_trail("anonymous")
     for client in {r["client_ip"] for r in trail}:
         assert {401, 429} <= {r["status"] for r in trail if r["client_ip"] == client}, client
 
 
 def test_the_webhook_pass_synced_and_refused_bad_signatures(
-    remote_broker: RunningBroker, module_config: Any
+    remote_broker: RunningBroker, bench: Bench
 ) -> None:
-    syncs = [r for r in _audit_trail(module_config, "remote") if r["event"] == "git.sync"]
+    syncs = [r for r in bench.audit_trail("remote") if r["event"] == "git.sync"]
     assert {r["status"] for r in syncs} >= {200, 401}
