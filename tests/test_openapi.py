@@ -29,7 +29,7 @@ from schemathesis.specs.openapi.definitions import OPENAPI_31
 from broker import errors
 from broker.app import create_app
 from broker.config import Config, SecretValue
-from broker.openapi import ERROR_CODES, build_document, openapi
+from broker.openapi import ERROR_CODES, build_document
 
 SPEC_ERROR_CODES = {
     "bad_request",
@@ -63,15 +63,8 @@ READ = "/api/v1/vault/{environment}/{key}"
 BATCH = "/api/v1/vault/{environment}/batch"
 
 
-def with_document(app: Flask) -> Flask:
-    """The app, serving the document (create_app registers it; older ones did not)."""
-    if "openapi" not in app.blueprints:
-        app.register_blueprint(openapi)
-    return app
-
-
 def client_for(config: Config, **kwargs: Any):
-    return with_document(create_app(config, background=False, **kwargs)).test_client()
+    return create_app(config, background=False, **kwargs).test_client()
 
 
 def assert_conforms(config: Config, method: str, path: str, response: Any) -> None:
@@ -155,7 +148,7 @@ def _documented(app: Flask) -> set[tuple[str, str]]:
 
 
 def test_every_api_route_is_documented_and_every_operation_routed(config):
-    app = with_document(create_app(config, background=False))
+    app = create_app(config, background=False)
     routes = _documented(app)
     document = build_document(config.max_ttl_minutes)["paths"]
     operations = {(m.upper(), p) for p, item in document.items() for m in item}
