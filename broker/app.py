@@ -80,10 +80,13 @@ def create_app(
     app = Flask("vanta-broker")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.url_map.merge_slashes = False  # '//' is a 404, not an HTML redirect
+    metrics = Metrics()
     decryptor = Decryptor(
         config.sops_bin,
         cache=config.decrypt_cache,
         age_key_file=str(config.sops_age_key_file) if config.sops_age_key_file else None,
+        on_decrypt=metrics.decrypts.inc,
+        on_cache_hit=metrics.decrypt_cache_hits.inc,
     )
     mirror = None
     if store is None and config.git_remote is not None:
@@ -101,6 +104,7 @@ def create_app(
         audit=audit_log
         or AuditLog(config.audit_log, fsync=config.audit_fsync, max_bytes=config.audit_max_bytes),
         mirror=mirror,
+        metrics=metrics,
     )
     parts.limits = open_rate_limits(config)
     app.extensions["vanta"] = parts

@@ -72,3 +72,12 @@ def test_counts_add_up_across_two_workers(running_broker, config):
     text = requests.get(f"{running_broker.url}/metrics", timeout=10).text
     rule = "/api/v1/vault/<environment>/<path:key>"
     assert sample(text, "vanta_requests_total", endpoint=rule, method="GET", status="200") == sent
+
+
+def test_decrypts_and_cache_hits_are_counted(client, config):
+    token = make_token(config, environment="dev")
+    for _ in range(3):
+        assert client.get("/api/v1/vault/dev/PORT", headers=bearer(token)).status_code == 200
+    text = client.get("/metrics").get_data(as_text=True)
+    assert sample(text, "vanta_decrypt_total") == 1
+    assert sample(text, "vanta_decrypt_cache_hits_total") == 2
