@@ -87,10 +87,16 @@ def authenticate(permission: str | None) -> Claims:
     return claims
 
 
+TOKEN_ENDPOINTS = frozenset(
+    f"/api/v1/vault/tokens/{name}" for name in ("generate", "revoke", "revoke-self")
+)
+
+
 def reject_reserved(environment: str) -> None:
-    """Paths under /vault/tokens/ name token endpoints, which take POST only."""
+    """Paths under /vault/tokens/ name token endpoints (POST only); anything else there
+    allows no method at all."""
     if environment in names.RESERVED_ENVIRONMENTS:
-        raise MethodNotAllowed(allow=("POST",))
+        raise MethodNotAllowed(allow=("POST",) if request.path in TOKEN_ENDPOINTS else ())
 
 
 def check_environment_scope(claims: Claims, environment: str) -> str:

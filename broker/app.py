@@ -261,7 +261,10 @@ def _http_error(exc: HTTPException) -> Response:
     }
     response = error_response(status, code, messages.get(status, "malformed request"))
     if status == 405 and getattr(exc, "valid_methods", None):
-        response.headers["Allow"] = ", ".join(exc.valid_methods)
+        methods = exc.valid_methods  # type: ignore[attr-defined]
+        if request.path.startswith("/api/"):  # HEAD and OPTIONS are refused there
+            methods = [m for m in methods if m not in ("HEAD", "OPTIONS")]
+        response.headers["Allow"] = ", ".join(methods)
     return response
 
 

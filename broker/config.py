@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 MIN_KEY_BYTES = 32
+_KID_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 
 
 class ConfigError(Exception):
@@ -71,10 +73,14 @@ class Keyring:
                 raise ConfigError("VANTA_JWT_SECRET_KEY must be at least 32 bytes")
             return cls(((None, SecretValue(single)),))
         keys: list[tuple[str | None, SecretValue]] = []
-        for item in multi.split(","):  # type: ignore[union-attr]
+        for position, item in enumerate(multi.split(","), 1):  # type: ignore[union-attr]
             kid, sep, key = item.strip().partition(":")
-            if not sep or not kid:
-                raise ConfigError("VANTA_JWT_SECRET_KEYS must look like 'k2:<key>,k1:<key>'")
+            if not sep or not _KID_RE.fullmatch(kid):
+                # Name the entry by position: quoting it could print part of a key.
+                raise ConfigError(
+                    f"VANTA_JWT_SECRET_KEYS: entry {position} must look like 'k2:<key>' "
+                    "(a kid of 1-32 characters [A-Za-z0-9_.-], a colon, the key)"
+                )
             if len(key.encode()) < MIN_KEY_BYTES:
                 raise ConfigError(f"VANTA_JWT_SECRET_KEYS: key {kid!r} must be at least 32 bytes")
             if any(existing == kid for existing, _ in keys):

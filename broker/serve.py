@@ -172,5 +172,8 @@ def serve(
             "keepalive": 5,
             "graceful_timeout": 10,
             "control_socket_disable": True,  # no runtime-control socket in $HOME
+            # Room for the longest token the broker checks itself (then a JSON 401);
+            # longer header lines get gunicorn's 431.
+            "limit_request_field_size": 16384,
         },
     )

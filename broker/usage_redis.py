@@ -65,8 +65,9 @@ class RedisTokenState:
     def revoke(self, jti: str, keep_until: int) -> None:
         key = f"{_PREFIX}revoked:{jti}"
         pipe = self._redis.pipeline()
-        pipe.set(key, 1)
-        pipe.expireat(key, keep_until, gt=False)
+        # A second revocation may lengthen how long it is kept, never shorten it.
+        pipe.set(key, 1, nx=True, exat=keep_until)
+        pipe.expireat(key, keep_until, gt=True)
         self._call(pipe.execute)
 
     def record_minted(self, token: MintedToken) -> None:

@@ -250,33 +250,14 @@ def test_an_empty_environment_gets_a_documented_json_answer_not_a_redirect(confi
     assert_conforms(config, "GET", READ, r)
 
 
-def _allow_bug(reason: str) -> Any:
-    return pytest.mark.xfail(strict=True, reason=f"KNOWN BUG {reason}")
-
-
 @pytest.mark.parametrize(
     ("method", "path", "allowed"),
     [
         ("GET", "/api/v1/vault/tokens/generate", {"POST"}),
         ("HEAD", "/api/v1/vault/dev/PORT", {"GET"}),
-        pytest.param(
-            "POST",
-            "/api/v1/vault/tokens/batch",
-            set(),
-            marks=_allow_bug("broker/api.py reject_reserved: Allow: POST on a refused POST"),
-        ),
-        pytest.param(
-            "GET",
-            "/api/v1/vault/tokens",
-            set(),
-            marks=_allow_bug("broker/api.py reject_reserved: Allow: POST where POST is 405"),
-        ),
-        pytest.param(
-            "PUT",
-            "/api/v1/vault/dev/PORT",
-            {"GET"},
-            marks=_allow_bug("broker/app.py _http_error: Allow names HEAD and OPTIONS (405s)"),
-        ),
+        ("POST", "/api/v1/vault/tokens/batch", set()),
+        ("GET", "/api/v1/vault/tokens", set()),
+        ("PUT", "/api/v1/vault/dev/PORT", {"GET"}),
     ],
 )
 def test_a_405_names_exactly_the_methods_that_work(config, method, path, allowed):

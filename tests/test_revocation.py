@@ -490,11 +490,6 @@ def test_a_second_revocation_never_shortens_the_first_in_sqlite(tmp_path):
     assert kept == later
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="broker/usage_redis.py revoke: SET drops the TTL and EXPIREAT sets the new, "
-    "sooner one (SQLite keeps the later)",
-)
 def test_a_second_revocation_never_shortens_the_first_in_redis(redis_server):
     import redis as redis_lib
 
