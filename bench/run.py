@@ -195,6 +195,10 @@ def ratio_per_round(numerator: Measured, denominator: Measured) -> float:
     )
 
 
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def verdict(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
@@ -212,7 +216,7 @@ def main() -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="vanta-bench-") as tmp:
         report(Bench(args, Path(tmp)), args)
-    print(f"\nbench finished in {time.monotonic() - started:.0f} s")
+    print(f"\nbench finished in {time.monotonic() - started:.0f} s; load average {load_average()}")
     return 0
 
 
@@ -222,6 +226,9 @@ def report(bench: Bench, args: argparse.Namespace) -> None:
         f"  {args.workers} workers, {args.connections} keep-alive connections, "
         f"{args.rounds} interleaved rounds x {args.duration:.1f} s per scenario, "
         f"{os.cpu_count()} CPUs shared by server and load generator"
+    )
+    print(
+        f"  load average at start: {load_average()} (other work on the machine skews all figures)"
     )
     bench.build_secrets()
     sops_small = statistics.median(bench.repo.decrypt_seconds(SMALL_ENV) for _ in range(5))
