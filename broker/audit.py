@@ -47,6 +47,15 @@ def _hash_of(line: bytes) -> str:
     return value
 
 
+def rotated_files(live: Path) -> list[Path]:
+    """The files rotated away from the audit file `live`, oldest first: their names,
+    `<name>.<YYYYMMDDTHHMMSS.mmmZ>[-NNNN]`, sort in chain order."""
+    prefix = live.name + "."
+    return sorted(
+        p for p in live.parent.glob(prefix + "*") if _ROTATED_RE.fullmatch(p.name[len(prefix) :])
+    )
+
+
 def now_rfc3339_ms() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
@@ -188,15 +197,21 @@ class AuditLog:
 
     def rotated_files(self) -> list[Path]:
         """Rotated files still on disk, oldest first (their names sort in chain order)."""
-        prefix = self.path.name + "."
-        return sorted(
-            p
-            for p in self.path.parent.glob(prefix + "*")
-            if _ROTATED_RE.fullmatch(p.name[len(prefix) :])
-        )
+        return rotated_files(self.path)
+
+    @property
+    def _carry_path(self) -> Path:
+        return self.path.with_name(f".{self.path.name}.chain")
 
     def _previous_file_hash(self) -> str:
-        """Where a new file's chain starts: the last hash of the newest rotated file."""
+        """Where a new file's chain starts: the last hash of the file rotated before it, as
+        noted at rotation (rotated files may have been shipped and deleted since)."""
+        try:
+            carried = self._carry_path.read_text().strip()
+        except FileNotFoundError:
+            carried = ""
+        if _HASH_RE.fullmatch(carried):
+            return carried
         rotated = self.rotated_files()
         if not rotated:
             return GENESIS
@@ -218,6 +233,10 @@ class AuditLog:
         while target.exists():
             n += 1
             target = self.path.with_name(f"{self.path.name}.{stamp}-{n:04d}")
+        assert self._tail is not None
+        carry = self._carry_path.with_suffix(".tmp")
+        carry.write_text(self._tail[1] + "\n")
+        os.replace(carry, self._carry_path)
         os.rename(self.path, target)
         os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))  # the live file goes on
         self._tail = None

@@ -61,3 +61,53 @@ def verify(files: tuple[Path, ...], after: str | None) -> None:
     click.echo(
         f"ok: {summary.records} records in {summary.files} file(s); last hash {summary.last_hash}"
     )
+
+
+@audit.command()
+@click.option("--to", "to", required=True, metavar="s3://BUCKET/PREFIX", help="Where to upload.")
+@click.option(
+    "--audit-log",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="VANTA_AUDIT_LOG",
+    default="audit/access.jsonl",
+    show_default=True,
+    help="The live audit file (VANTA_AUDIT_LOG); its rotated files are shipped.",
+)
+@click.option(
+    "--after",
+    metavar="HASH",
+    callback=_hash_option,
+    help="Verify from this hash instead of the last-hash of the newest object shipped.",
+)
+@click.option("--delete-after", is_flag=True, help="Remove each file once it is in the bucket.")
+def ship(to: str, audit_log: Path, after: str | None, delete_after: bool) -> None:
+    """Upload rotated audit files to S3 after verifying them.
+
+    Each becomes PREFIX/<file name> with metadata last-hash; the live file is never
+    shipped. The chain is checked from the newest object already shipped, so a
+    tampered or missing file stops the upload. Uses the standard AWS settings
+    (credentials chain, region, AWS_ENDPOINT_URL). Example:
+
+      vanta-cli audit ship --to s3://acme-audit/vanta/prod/ --delete-after
+    """
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from cli.audit_ship import Destination, ShipError
+    from cli.audit_ship import ship as ship_files
+
+    try:
+        dest = Destination.parse(to)
+        shipped = ship_files(
+            boto3.client("s3"), audit_log, dest, after=after, delete_after=delete_after
+        )
+    except ShipError as exc:
+        raise CliError(str(exc)) from None
+    except (BotoCoreError, ClientError) as exc:
+        raise CliError(f"S3: {type(exc).__name__}: {exc}") from None
+    for item in shipped:
+        verb = "uploaded" if item.uploaded else "already shipped"
+        gone = ", removed" if item.deleted else ""
+        click.echo(f"{verb}: {dest.key(item.name)} (last-hash {item.last_hash[:16]}…{gone})")
+    if not shipped:
+        click.echo("nothing to ship: no rotated audit files", err=True)
