@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -278,7 +279,7 @@ def start_broker(
 
 
 def stop_broker(broker: RunningBroker) -> None:
-    broker.process.terminate()
+    broker.process.send_signal(signal.SIGINT)  # gunicorn's quick shutdown
     try:
         broker.process.wait(timeout=15)
     except subprocess.TimeoutExpired:
