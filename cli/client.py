@@ -1,20 +1,26 @@
-"""The broker's HTTP client: typed results, one exception class per broker error code.
+"""The broker's HTTP client and Python SDK (SPEC §12): typed results, one exception class
+per broker error code, a cache, retries and a circuit breaker. Thread-safe.
 
-`vanta-cli` uses it, and services import it as the Python SDK (SPEC §12)::
+`vanta-cli` uses it, and services import it::
 
     from cli.client import VaultClient
     vc = VaultClient()                       # VANTA_BROKER_URL, VANTA_TOKEN; or url=, token=
     vc.get("prod", "DATABASE_URL").value
     vc.get_many("prod", pattern="DATABASE_*")
+    vc.get_secret_value(SecretId="prod/DATABASE_URL")["SecretString"]   # boto3's shape
 
-Every request goes through `VaultClient._send`, the one place where the SDK's cache,
-retries and circuit breaker will sit. The transport is a `requests.Session` that may be
-passed in (a test mounts an adapter over the Flask app; a service shares its pool).
+Every request goes through `VaultClient._send`: reads are answered from the cache while
+fresh (no request, no use of a limited token), identical reads in flight at once share
+one request, calls fail fast while the circuit breaker is open, transport errors and
+502/503/504 are retried with full-jitter backoff (tenacity), and when the broker stays
+unreachable or answers 502/503/504 a cached answer up to `max_stale` old is served with
+a logged warning. The transport is a `requests.Session` that may be passed in (a test
+mounts an adapter over the Flask app; a service shares its pool).
 
 Errors, all importable from here::
 
     VaultError
-     ├── BrokerUnavailable       unreachable, timed out (later: circuit open)
+     ├── BrokerUnavailable       unreachable, timed out, circuit open
      └── BrokerError             the broker answered with an error body
           ├── BadRequest         bad_request, method_not_allowed, payload_too_large
           ├── TokenInvalid       token_invalid (and signature_invalid)
@@ -32,21 +38,23 @@ Errors, all importable from here::
 
 Every `BrokerError` carries `status`, `code`, `message` and `request_id`. A code not
 known is mapped by its HTTP status (so a newer broker still raises something sensible).
-No exception text ever holds a token or a secret value. The classes live in
+No exception text or log line ever holds a token or a secret value. The classes live in
 `cli.client_errors`, the typed results in `cli.client_results`; import both from here.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
+from types import TracebackType
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 import requests
 
+from cli.client_aws import check_stage, secret_value, split_secret_id
+from cli.client_breaker import CircuitBreaker
+from cli.client_cache import AnswerCache
 from cli.client_errors import (
     AuditUnavailable,
     BadRequest,
@@ -76,9 +84,16 @@ from cli.client_results import (
     Value,
     Version,
 )
+from cli.client_retry import RetryPolicy
+from cli.client_settings import DEFAULT_BROKER_URL, ClientCert, resolve, safe_url
+from cli.client_transport import Transport
 
-DEFAULT_BROKER_URL = "http://127.0.0.1:8200"
 DEFAULT_TIMEOUT = 5.0
+DEFAULT_CACHE_TTL = 60.0
+DEFAULT_MAX_STALE = 300.0
+DEFAULT_RETRIES = 3
+DEFAULT_BREAKER_THRESHOLD = 5
+DEFAULT_BREAKER_COOLDOWN = 30.0
 
 __all__ = [
     "DEFAULT_BROKER_URL",
@@ -111,41 +126,6 @@ __all__ = [
     "error_from_response",
 ]
 
-
-# -- the client --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Settings:
-    url: str
-    token: str | None
-    ca_bundle: str | None
-    client_cert: str | tuple[str, str] | None
-
-
-def _settings(
-    url: str | None,
-    token: str | None,
-    ca_bundle: str | None,
-    client_cert: str | tuple[str, str] | None,
-    client_key: str | None,
-    environ: Mapping[str, str] | None,
-) -> _Settings:
-    """Fill what the caller left out from the environment; the only place it is read."""
-    env = os.environ if environ is None else environ
-    url = url or env.get("VANTA_BROKER_URL") or DEFAULT_BROKER_URL
-    if token is None:
-        token = env.get("VANTA_TOKEN")
-    token = (token or "").strip() or None  # "$(cat file)" may keep a stray newline
-    ca_bundle = ca_bundle or env.get("VANTA_CA_BUNDLE") or None
-    if client_cert is None and env.get("VANTA_CLIENT_CERT"):
-        client_cert = env["VANTA_CLIENT_CERT"]
-        client_key = client_key or env.get("VANTA_CLIENT_KEY") or None
-    if isinstance(client_cert, str) and client_key:
-        client_cert = (client_cert, client_key)
-    return _Settings(url.rstrip("/"), token, ca_bundle, client_cert)
-
-
 # `VaultClient.list` shadows the builtin inside the class body, so its annotations use these.
 _KeyNames = list[str]
 _Versions = list[Version]
@@ -154,8 +134,15 @@ _Versions = list[Version]
 class VaultClient:
     """Talks to one broker with one token. Every method raises a `VaultError` on failure.
 
-    `url` and `token` default to VANTA_BROKER_URL and VANTA_TOKEN (read from `environ`,
-    default `os.environ`, only when not given). `session` is the transport.
+    `url` and `token` default to VANTA_BROKER_URL and VANTA_TOKEN, the TLS settings to
+    VANTA_CA_BUNDLE, VANTA_CLIENT_CERT and VANTA_CLIENT_KEY (read from `environ`, default
+    `os.environ`, only when not given). `session` is the transport.
+
+    `timeout` bounds each attempt; `cache_ttl` is how long an answer is served from
+    memory (0: no cache); `max_stale` how old a cached answer may be when it is served
+    because the broker fails; `retries` how many attempts follow the first (waits drawn
+    from 0 to min(`backoff_max`, `backoff` * 2**n)); after `breaker_threshold` failed
+    calls in a row (0: never) calls fail fast for `breaker_cooldown` seconds.
     """
 
     def __init__(
@@ -165,39 +152,79 @@ class VaultClient:
         *,
         session: requests.Session | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        cache_ttl: float = DEFAULT_CACHE_TTL,
+        max_stale: float = DEFAULT_MAX_STALE,
+        retries: int = DEFAULT_RETRIES,
+        backoff: float = 0.2,
+        backoff_max: float = 5.0,
+        breaker_threshold: int = DEFAULT_BREAKER_THRESHOLD,
+        breaker_cooldown: float = DEFAULT_BREAKER_COOLDOWN,
         ca_bundle: str | None = None,
-        client_cert: str | tuple[str, str] | None = None,
+        client_cert: ClientCert | None = None,
         client_key: str | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
-        settings = _settings(url, token, ca_bundle, client_cert, client_key, environ)
-        self.url = settings.url
-        self._token = settings.token
-        self._verify: str | bool = settings.ca_bundle or True
-        self._cert = settings.client_cert
         self.timeout = timeout
-        self.session = session if session is not None else requests.Session()
+        self._cache: AnswerCache[requests.Response] = AnswerCache(cache_ttl, max_stale)
+        self._transport = Transport(
+            resolve(url, token, ca_bundle, client_cert, client_key, environ),
+            session=session,
+            timeout=timeout,
+            retry=RetryPolicy(retries, backoff, backoff_max),
+            cache=self._cache,
+            breaker=CircuitBreaker(breaker_threshold, breaker_cooldown),
+        )
+        self.url = self._transport.url
+        self.session = self._transport.session
 
     def __repr__(self) -> str:
-        return f"VaultClient(url={_safe_url(self.url)!r})"
+        return f"VaultClient(url={safe_url(self.url)!r})"
+
+    def __enter__(self) -> VaultClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection pool, if this client made it."""
+        if self._transport.owns_session:
+            self.session.close()
 
     @property
     def has_token(self) -> bool:
-        return self._token is not None
+        return self._transport.has_token
+
+    @property
+    def breaker_state(self) -> str:
+        """The circuit breaker: "closed", "open" (calls fail fast) or "half-open" (the
+        cooldown is over; one trial call decides). For health checks and dashboards."""
+        return self._transport.breaker_state
+
+    def clear_cache(self) -> None:
+        """Forget every cached answer (the next reads ask the broker)."""
+        self._cache.clear()
 
     # -- tokens ---------------------------------------------------------------------------
 
     def generate_token(self, request: TokenRequest) -> MintedToken:
-        """Mint a token inside this client's token (which needs tokens:issue)."""
+        """Mint a token inside this client's token (which needs tokens:issue). Never cached."""
         response = self._send("POST", "/api/v1/vault/tokens/generate", json=request.to_json())
         return MintedToken.from_answer(_json(response), response.text)
 
     # -- secrets ---------------------------------------------------------------------------
 
     def get(self, environment: str, key: str, *, version: str | None = None) -> Secret:
-        """One value (uses one of a limited token's uses); `version` is a commit SHA."""
+        """One value (a request uses one of a limited token's uses; a cache hit does not);
+        `version` is a commit SHA."""
         params = {"version": version} if version is not None else None
-        body = _json(self._send("GET", _vault_path(environment, key), params=params))
+        path = _vault_path(environment, key)
+        body = _json(self._send("GET", path, params=params, cache=True))
         return Secret(
             environment=body["environment"],
             key=body["key"],
@@ -205,6 +232,23 @@ class VaultClient:
             version=body.get("version"),
             committed_at=_time(body.get("committed_at")),
         )
+
+    def get_secret_value(
+        self,
+        SecretId: str,  # noqa: N803 -- AWS Secrets Manager's parameter names
+        VersionId: str | None = None,  # noqa: N803
+        VersionStage: str | None = None,  # noqa: N803
+    ) -> dict[str, Any]:
+        """`get` in AWS Secrets Manager's GetSecretValue shape; SecretId is `ENV/KEY`:
+        {"Name", "VersionId", "SecretString", "VersionStages", "CreatedDate"}."""
+        environment, key = split_secret_id(SecretId)
+        check_stage(VersionStage)
+        secret = self.get(environment, key, version=VersionId)
+        return secret_value(secret, version_asked=VersionId is not None)
+
+    def get_secret_string(self, secret_id: str, version_stage: str | None = None) -> str:
+        """aws-secretsmanager-caching's `SecretCache.get_secret_string`: the value as text."""
+        return self.get_secret_value(SecretId=secret_id, VersionStage=version_stage)["SecretString"]
 
     def read_batch(
         self,
@@ -218,7 +262,7 @@ class VaultClient:
             raise ValueError("pass exactly one of keys and pattern")
         payload = {"keys": list(keys)} if keys is not None else {"pattern": pattern}
         path = f"{_vault_path(environment)}/batch"
-        body = _json(self._send("POST", path, json=payload))
+        body = _json(self._send("POST", path, json=payload, cache=True))
         return Batch(body["environment"], dict(body["values"]), body.get("version"))
 
     def get_many(
@@ -233,14 +277,14 @@ class VaultClient:
 
     def list_keys(self, environment: str, pattern: str = "*") -> KeyList:
         """Key names (never values) inside the token's pattern that match `pattern`."""
-        response = self._send("GET", _vault_path(environment), params={"pattern": pattern})
-        body = _json(response)
+        path = _vault_path(environment)
+        body = _json(self._send("GET", path, params={"pattern": pattern}, cache=True))
         return KeyList(body["environment"], tuple(body["keys"]), body.get("version"))
 
     def history(self, environment: str, key: str) -> _Versions:
         """The commits that changed `key`, newest first."""
         path = f"/api/v1/history/{_segment(environment)}/{_key_path(key)}"
-        body = _json(self._send("GET", path))
+        body = _json(self._send("GET", path, cache=True))
         return [
             Version(
                 version=v["version"],
@@ -265,43 +309,11 @@ class VaultClient:
         *,
         params: Mapping[str, str] | None = None,
         json: Any = None,
+        cache: bool = False,
     ) -> requests.Response:
-        """One request; a 2xx answer or a VaultError. Retries, cache and breaker go here."""
-        headers = {"Accept": "application/json"}
-        if self._token is not None:
-            headers["Authorization"] = f"Bearer {self._token}"
-        try:
-            response = self.session.request(
-                method,
-                self.url + path,
-                params=params,
-                json=json,
-                headers=headers,
-                timeout=self.timeout,
-                verify=self._verify,
-                cert=self._cert,
-                allow_redirects=False,  # never carry the bearer token elsewhere
-            )
-        except requests.Timeout:
-            raise BrokerUnavailable(
-                f"the broker at {_safe_url(self.url)} did not answer within {self.timeout:g}s"
-            ) from None
-        except (
-            requests.exceptions.InvalidURL,
-            requests.exceptions.MissingSchema,
-            requests.exceptions.InvalidSchema,
-        ):
-            raise VaultError(f"invalid broker URL {_safe_url(self.url)!r}") from None
-        except requests.exceptions.InvalidHeader:
-            # requests' own message quotes the header, i.e. the token: never pass it on
-            raise VaultError("the token holds characters a bearer token cannot have") from None
-        except requests.RequestException as exc:
-            raise BrokerUnavailable(
-                f"cannot reach the broker at {_safe_url(self.url)}: {_reason(exc)}"
-            ) from None
-        if not 200 <= response.status_code < 300:
-            raise error_from_response(response)
-        return response
+        """The one place requests go through (cache, breaker, retries: cli.client_transport).
+        A 2xx answer or a VaultError; `cache=True` for reads."""
+        return self._transport.send(method, path, params=params, json=json, cache=cache)
 
 
 def _time(raw: object) -> datetime | None:
@@ -335,34 +347,3 @@ def _key_path(key: str) -> str:
 def _vault_path(environment: str, key: str | None = None) -> str:
     path = f"/api/v1/vault/{_segment(environment)}"
     return path if key is None else f"{path}/{_key_path(key)}"
-
-
-def _safe_url(url: str) -> str:
-    """The URL without user:password@ (it may carry credentials)."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-
-
-def _reason(exc: BaseException) -> str:
-    """A short reason ('connection refused') from requests' nested connection errors."""
-    seen: set[int] = set()
-    stack: list[BaseException] = [exc]
-    while stack:
-        current = stack.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, OSError) and current.strerror:
-            return current.strerror.lower()
-        stack.extend(a for a in current.args if isinstance(a, BaseException))
-        reason = getattr(current, "reason", None)
-        if isinstance(reason, BaseException):
-            stack.append(reason)
-        for linked in (current.__cause__, current.__context__):
-            if linked is not None:
-                stack.append(linked)
-    if isinstance(exc, requests.exceptions.SSLError):
-        return "TLS handshake failed"
-    return type(exc).__name__

@@ -18,7 +18,8 @@ class VaultError(Exception):
 
 
 class BrokerUnavailable(VaultError):
-    """The broker could not be reached, or did not answer in time."""
+    """The broker could not be reached, did not answer in time, or the circuit breaker is
+    open (calls fail fast for a while after repeated failures)."""
 
 
 class BrokerError(VaultError):

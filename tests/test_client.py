@@ -75,11 +75,15 @@ class FlaskAdapter(BaseAdapter):
         pass
 
 
-def in_process(app, token: str | None) -> tuple[VaultClient, FlaskAdapter]:
+def in_process(app, token: str | None, **options) -> tuple[VaultClient, FlaskAdapter]:
+    """A client on the in-process app; without a cache unless asked (these tests are about
+    what each request answers)."""
     adapter = FlaskAdapter(app)
     session = requests.Session()
     session.mount("http://vault.test", adapter)
-    return VaultClient("http://vault.test", token, session=session, environ={}), adapter
+    options.setdefault("cache_ttl", 0)
+    client = VaultClient("http://vault.test", token, session=session, environ={}, **options)
+    return client, adapter
 
 
 @pytest.fixture

@@ -1,0 +1,56 @@
+"""AWS Secrets Manager's shapes for `VaultClient.get_secret_value` (SPEC §12), so code
+written against boto3 or aws-secretsmanager-caching moves over with a one-line change.
+
+A SecretId is `ENVIRONMENT/KEY` (`prod/DATABASE_URL`, `dev/API_KEYS/openai`); VersionId
+is a commit SHA; the only VersionStage is AWSCURRENT.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from cli.client_errors import BadRequest
+from cli.client_results import Secret, Value
+
+CURRENT_STAGE = "AWSCURRENT"
+
+
+def split_secret_id(secret_id: str) -> tuple[str, str]:
+    """(environment, key) of `ENVIRONMENT/KEY`; BadRequest, before any request, otherwise."""
+    environment, slash, key = str(secret_id).partition("/")
+    if not slash or not environment or not key:
+        raise BadRequest(400, "bad_request", "a SecretId is 'ENVIRONMENT/KEY'", None)
+    return environment, key
+
+
+def check_stage(version_stage: str | None) -> None:
+    if version_stage not in (None, CURRENT_STAGE):
+        raise BadRequest(
+            400, "bad_request", f"the only VersionStage is {CURRENT_STAGE} (or a VersionId)", None
+        )
+
+
+def secret_string(value: Value) -> str:
+    """A value as YAML writes it (and as run-with-secrets injects it): "42", "true"."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ".nan"
+        if math.isinf(value):
+            return ".inf" if value > 0 else "-.inf"
+        return repr(value)
+    return str(value)
+
+
+def secret_value(secret: Secret, version_asked: bool) -> dict[str, Any]:
+    """GetSecretValue's answer for `secret`: Name, VersionId, SecretString, VersionStages
+    (["AWSCURRENT"] unless a VersionId was asked for) and CreatedDate (the commit's time)."""
+    return {
+        "Name": f"{secret.environment}/{secret.key}",
+        "VersionId": secret.version,
+        "SecretString": secret_string(secret.value),
+        "VersionStages": [] if version_asked else [CURRENT_STAGE],
+        "CreatedDate": secret.committed_at,
+    }
