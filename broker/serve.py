@@ -16,7 +16,10 @@ import click
 
 from broker.config import Config, ConfigError
 
-DEFAULT_THREADS = 4
+# Two threads per worker: a read waiting on sops (a cold or VANTA_DECRYPT_CACHE=off read)
+# does not stall the worker, and fewer threads queue fewer requests behind one GIL, which
+# keeps tail latency down (measured on 2 cores: p99 at 16 connections fell from 4 to 2 threads).
+DEFAULT_THREADS = 2
 
 
 def _make_app(config: Config, background: bool = True) -> Any:
@@ -166,7 +169,7 @@ def serve(
             "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
             "workers": workers,
             "threads": threads,
-            "worker_class": "gthread" if threads > 1 else "sync",
+            "worker_class": "gthread",  # keep-alive connections, even with one thread
             "accesslog": None,
             "loglevel": "info",
             "keepalive": 5,
