@@ -100,7 +100,7 @@ def revoke_self() -> Response:
 
 
 @admin.get("/audit")
-@audited("audit.export")
+@audited("audit.export", query=("environment", "subject", "outcome", "since", "until"))
 def export_audit() -> Response:
     caller = authenticate("audit:read")
     query = AuditQuery.from_args(request.args.to_dict(flat=False), caller.scope.environment)

@@ -42,15 +42,27 @@ def json_response(body: Any, status: int = 200, secret: bool = False) -> Respons
     return response
 
 
-def audited(event: str):  # type: ignore[no-untyped-def]
-    """Name the audit event of a view, known before the view runs (a 413 or 429 raised
-    ahead of it is recorded under the endpoint's event, not as a bare request)."""
+def audited(event: str, query: tuple[str, ...] | None = ()):  # type: ignore[no-untyped-def]
+    """Name a view's audit event and the query parameters it takes, both known before the
+    view runs: a 413 or 429 raised ahead of it is recorded under the endpoint's event, and
+    an unknown or repeated parameter is 400 (`query=None`: not checked)."""
 
     def mark(view):  # type: ignore[no-untyped-def]
         view.audit_event = event
+        view.query_params = query
         return view
 
     return mark
+
+
+def check_query(allowed: tuple[str, ...] | None) -> None:
+    if allowed is None:
+        return
+    for name in request.args:
+        if name not in allowed:
+            raise BadRequest(f"unknown query parameter {name[:64]!r}")
+        if len(request.args.getlist(name)) > 1:
+            raise BadRequest(f"{name} is given more than once")
 
 
 def audit(**fields: Any) -> None:
@@ -179,7 +191,7 @@ def generate_token() -> Response:
 
 
 @api.get("/vault/<environment>/<path:key>")
-@audited("secret.read")
+@audited("secret.read", query=("version",))
 def read_secret(environment: str, key: str) -> Response:
     reject_reserved(environment)
     claims = authenticate("secrets:read")
@@ -205,7 +217,7 @@ def read_secret(environment: str, key: str) -> Response:
 
 
 @api.get("/vault/<environment>")
-@audited("secret.list")
+@audited("secret.list", query=("pattern",))
 def list_keys(environment: str) -> Response:
     reject_reserved(environment)
     claims = authenticate("secrets:list")

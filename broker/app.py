@@ -19,7 +19,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from broker.admin_api import admin
-from broker.api import api, json_response
+from broker.api import api, check_query, json_response
 from broker.audit import AuditLog, now_rfc3339_ms
 from broker.config import Config
 from broker.errors import (
@@ -298,6 +298,7 @@ def _begin() -> None:
         # Flask answers these implicitly; a HEAD would count a use and leave no value.
         allowed = sorted((request.url_rule.methods or set()) - {"HEAD", "OPTIONS"})
         raise MethodNotAllowed(allow=tuple(allowed))
+    check_query(getattr(view, "query_params", None))
 
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

@@ -53,7 +53,7 @@ def rotation_report(
 
 
 @rotation_api.get("/rotation")
-@audited("rotation.check")
+@audited("rotation.check", query=("environment",))
 def rotation_check() -> Response:
     claims = authenticate("secrets:list")
     environment = request.args.get("environment")

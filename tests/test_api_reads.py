@@ -172,3 +172,13 @@ def test_audit_failure_means_no_secret_and_no_use(config):
 
 def test_all_permissions_constant_is_spec_list():
     assert PERMISSIONS == ("secrets:read", "secrets:list", "tokens:issue", "audit:read")
+
+
+@pytest.mark.parametrize(
+    "query", ["?versoin=abc1234", "?pattern=*", "?version=abc1234&version=def5678", "?=x"]
+)
+def test_unknown_or_repeated_query_parameters_are_400(client, config, query):
+    token = make_token(config, environment="dev", usage_limit=1)
+    r = client.get(f"/api/v1/vault/dev/PORT{query}", headers=bearer(token))
+    assert r.status_code == 400 and r.get_json()["error"]["code"] == "bad_request"
+    assert client.get("/api/v1/vault/dev/PORT", headers=bearer(token)).status_code == 200
