@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+STAMP := $(VENV)/.test
 
 .PHONY: run test bench lint clean system-deps screenshots
 
@@ -11,13 +11,18 @@ STAMP := $(VENV)/.installed
 SYSTEM_DEPS := redis-server chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-$(STAMP): pyproject.toml
+# Two stamps: `make run` needs only the package; `make test` adds the test extras.
+$(VENV)/.base: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
 
-run: $(STAMP)
+$(STAMP): $(VENV)/.base
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+run: $(VENV)/.base
 	@$(BIN)/python scripts/dev_run.py
 
 system-deps:

@@ -6,7 +6,8 @@ import importlib
 
 import click
 
-# (module, attribute): each module defines one Click command or group.
+# (module, attribute): each module defines one Click command or group. Imported eagerly:
+# a command that cannot load is an error, never a command that silently vanished.
 _COMMANDS = [
     ("cli.token_cmd", "token"),
     ("cli.run_cmd", "run_with_secrets"),
@@ -22,10 +23,7 @@ def cli() -> None:
 
 
 for _module, _attr in _COMMANDS:
-    try:
-        cli.add_command(getattr(importlib.import_module(_module), _attr))
-    except (ImportError, AttributeError):  # a command still being built
-        pass
+    cli.add_command(getattr(importlib.import_module(_module), _attr))
 
 
 def main() -> None:
