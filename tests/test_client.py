@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
+import responses
 from conftest import DEV_SECRETS, free_port, make_token, read_audit
 from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
@@ -233,6 +234,68 @@ def test_tls_settings_come_from_arguments_or_the_environment(app, config, monkey
         ("/ca", "/c"),
         ("/etc/other/ca.pem", None),  # without VANTA_CA_BUNDLE, requests' own variables
     ]
+
+
+@pytest.mark.parametrize(
+    ("options", "environ", "expected"),
+    [
+        ({"client_cert": ("/c.pem", "/k.pem")}, {}, ("/c.pem", "/k.pem")),
+        ({"client_cert": "/c.pem", "client_key": "/k.pem"}, {}, ("/c.pem", "/k.pem")),
+        ({}, {"VANTA_CLIENT_CERT": "/both.pem"}, "/both.pem"),
+        ({"client_key": "/k.pem"}, {"VANTA_CLIENT_CERT": "/c.pem"}, ("/c.pem", "/k.pem")),
+    ],
+)
+def test_the_forms_of_a_client_certificate(app, config, options, environ, expected):
+    adapter = FlaskAdapter(app)
+    session = requests.Session()
+    session.mount("http://vault.test", adapter)
+    client = VaultClient(
+        "http://vault.test", make_token(config), session=session, environ=environ, **options
+    )
+    client.get("dev", "PORT")
+    assert [cert for _, cert in adapter.tls] == [expected]
+
+
+def test_a_key_beside_a_tuple_is_refused():
+    with pytest.raises(VaultError, match="beside a"):
+        VaultClient("http://x", "t", client_cert=("/c", "/k"), client_key="/k2", environ={})
+
+
+@pytest.mark.parametrize(
+    "knob",
+    [
+        {"cache_ttl": -1},
+        {"max_stale": -1},
+        {"retries": -1},
+        {"backoff": -0.1},
+        {"breaker_threshold": -1},
+        {"breaker_cooldown": -1},
+    ],
+)
+def test_negative_knobs_are_refused(knob):
+    with pytest.raises(ValueError):
+        VaultClient("http://x", "t", environ={}, **knob)
+
+
+def test_the_cli_goes_through_the_same_client(running_broker, config):
+    # A 502 then a real answer: the CLI's request took the SDK's retry path.
+    from click.testing import CliRunner
+
+    from cli.token_cmd import token as token_group
+
+    issuer = make_token(config, environment="dev", permissions=(*READER, "tokens:issue"))
+    url = running_broker.url + "/api/v1/vault/tokens/generate"
+    with responses.RequestsMock() as scripted:
+        scripted.add(responses.POST, url, status=502)
+        scripted.add(responses.PassthroughResponse(responses.POST, url))
+        result = CliRunner().invoke(
+            token_group,
+            ["generate", "--subject", "s", "--environment", "dev", "--key-pattern", "*", "--json"],
+            env={"VANTA_BROKER_URL": running_broker.url, "VANTA_TOKEN": issuer},
+        )
+        assert result.exit_code == 0, result.stderr
+        assert len(scripted.calls) == 2
+    assert [r["status"] for r in read_audit(config)] == [201]
 
 
 @pytest.mark.parametrize(("environment", "key"), [("dev", "../PORT"), ("..", "PORT")])
