@@ -166,6 +166,15 @@ class Broker:
         except OSError:
             return []
 
+    def check(self) -> None:
+        """Raise OSError when the broker (its master process) is no longer running."""
+        if self.process.poll() is not None:
+            raise OSError(f"vanta-broker exited with status {self.process.returncode}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        text = (self.state_dir / "broker.log").read_text(errors="replace")
+        return "\n".join(["--- broker log (last lines) ---", *text.splitlines()[-lines:]])
+
     def stop(self) -> None:
         self.process.terminate()
         try:

@@ -211,7 +211,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per scenario")
     parser.add_argument("--warmup", type=float, default=0.5)
-    parser.add_argument("--commits", type=int, default=5)
+    parser.add_argument("--commits", type=int, default=7)
     args = parser.parse_args()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="vanta-bench-") as tmp:
@@ -241,6 +241,7 @@ def report(bench: Bench, args: argparse.Namespace) -> None:
     broker = bench.start()
     try:
         bench.warm(broker, (SMALL_ENV,))
+        broker.check()
         read_path = f"/api/v1/vault/{SMALL_ENV}/{READ_KEY}"
         healthz, read, limited = bench.rounds(
             broker,
@@ -269,7 +270,11 @@ def report(bench: Bench, args: argparse.Namespace) -> None:
         )
         list_10k = bench.sequential_ms(broker, f"/api/v1/vault/{K10K_ENV}?pattern=*", 30)
         list_100 = bench.sequential_ms(broker, f"/api/v1/vault/{K100_ENV}?pattern=*", 30)
+        warm_one = bench.sequential_ms(broker, read_path, 30)
         first_reads = bench.first_reads_after_commit(broker)
+    except OSError:
+        print(broker.log_tail(), file=sys.stderr)
+        raise
     finally:
         broker.stop()
 
@@ -293,7 +298,8 @@ def report(bench: Bench, args: argparse.Namespace) -> None:
     print(
         f"  first read after a new commit: median {first * 1000:.1f} ms over "
         f"{len(first_reads)} commits (one sops decrypt of the same file: "
-        f"{sops_then * 1000:.1f} ms)"
+        f"{sops_then * 1000:.1f} ms; a warm read on one connection: "
+        f"p50 {statistics.median(warm_one):.2f} ms)"
     )
     print(
         f"  10,000 keys: list p50 {statistics.median(list_10k):.1f} ms, "
@@ -319,7 +325,7 @@ def report(bench: Bench, args: argparse.Namespace) -> None:
         ),
         ("warm read p99 latency", f"{p99:.1f} ms", "<= 10 ms", p99 <= 10),
         ("warm read / cache-off throughput", f"{off_ratio:.0f}x", ">= 50x", off_ratio >= 50),
-        ("first read after commit / sops", f"{first_ratio:.2f}", "<= 1.20", first_ratio <= 1.2),
+        ("first read after commit / sops", f"{first_ratio:.3f}", "<= 1.20", first_ratio <= 1.2),
         (
             "10,000-key read / 100-key read",
             f"{k10k_ratio:.2f}",
