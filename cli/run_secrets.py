@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cli.client import Batch, TokenRequest, Value, VaultClient
@@ -29,18 +29,23 @@ class InjectedVar:
 
     name: str
     value: str = field(repr=False)
-    source: str  # "<environment>/<key>", for messages (never the value)
-    key: str
+    source: str  # "<environment>/<key>", a secretref, or "<template> line <n>" (never the value)
+    key: str  # the secret's key; "" for a template's plain line
+    secret: bool = True  # False for a template's plain line: configuration, not a secret
+    text: bool = True  # False for numbers and booleans (as YAML writes them; not masked)
 
 
-def reader_request(environment: str, key_pattern: str, subject: str) -> TokenRequest:
-    """The token run-with-secrets mints for itself: read and list, one use, five minutes."""
+def reader_request(
+    environment: str, key_pattern: str, subject: str, usage_limit: int = READER_USAGE_LIMIT
+) -> TokenRequest:
+    """The token run-with-secrets mints for itself: read and list, five minutes, as many
+    uses as the requests it will make (one, for a pattern batch)."""
     return TokenRequest(
         subject=subject,
         environment=environment,
         key_pattern=key_pattern,
         ttl_minutes=READER_TTL_MINUTES,
-        usage_limit=READER_USAGE_LIMIT,
+        usage_limit=usage_limit,
         permissions=READER_PERMISSIONS,
     )
 
@@ -81,10 +86,29 @@ def variables_for(environment: str, values: Mapping[str, Value]) -> tuple[Inject
             )
         taken[name] = key
         source = f"{environment}/{key}"
-        variables.append(InjectedVar(name, yaml_scalar(values[key]), source, key))
+        value = values[key]
+        text = isinstance(value, str)
+        variables.append(InjectedVar(name, yaml_scalar(value), source, key, text=text))
     return tuple(variables)
 
 
-def describe(variables: tuple[InjectedVar, ...]) -> str:
+def combine(*groups: Sequence[InjectedVar]) -> tuple[InjectedVar, ...]:
+    """All the variables, in order; raise NameClash if a name is set twice."""
+    first: dict[str, InjectedVar] = {}
+    for var in (var for group in groups for var in group):
+        if var.name in first:
+            raise NameClash(
+                f"{var.name} is set twice: by {first[var.name].source} and by {var.source}"
+            )
+        first[var.name] = var
+    return tuple(first.values())
+
+
+def describe(variables: Sequence[InjectedVar]) -> str:
     """`DATABASE_URL, API_KEYS_OPENAI (API_KEYS/openai)`: names only, never values."""
     return ", ".join(v.name if v.name == v.key else f"{v.name} ({v.key})" for v in variables)
+
+
+def describe_sources(variables: Sequence[InjectedVar]) -> str:
+    """`DB (secretref://dev/DATABASE_URL), LOG_LEVEL (app.env line 3)`: never values."""
+    return ", ".join(f"{v.name} ({v.source})" for v in variables)

@@ -3,8 +3,9 @@
 Two parts, so SPEC §14 fits without a rewrite:
 
 - `ChildIO` says how the child's stdin/stdout/stderr are connected. `InheritIO` hands
-  it the CLI's own; masking will be a ChildIO that gives it pipes and pumps them
-  through a filter on threads (`started` starts them, `finished` drains them).
+  it the CLI's own; `cli.run_pump.MaskedIO` gives it pipes and passes what comes out
+  through a filter on a thread (`started` starts it, `done` says all output is passed
+  on, `finished` stops it and releases everything).
 - A relay owns the signals for as long as the secrets exist. Enter it before the
   secrets file is written: from then on SIGINT, SIGTERM, SIGHUP (and SIGQUIT, SIGUSR1,
   SIGUSR2) no longer kill the CLI, so the clean-up always runs; a signal that comes
@@ -15,13 +16,17 @@ says who sent each one. A SIGINT or SIGQUIT typed at the terminal (si_code SI_KE
 already reached the whole foreground process group, the child included, so it is not
 sent a second time; any signal sent to the CLI itself is forwarded. Elsewhere a
 handler forwards every signal.
+
+After the child has exited the relay waits until its output is passed on (something it
+left running may still hold the pipes, as with `cmd | cat`); a signal then ends the wait.
 """
 
 from __future__ import annotations
 
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -37,6 +42,7 @@ FORWARDED = frozenset(
 )
 KEYBOARD = frozenset({signal.SIGINT, signal.SIGQUIT})  # the terminal sends these to the group
 SI_KERNEL = 0x80  # siginfo si_code of a signal the kernel (the terminal driver) sent
+HANDLER_POLL_SECONDS = 0.1  # HandlerRelay: how often it looks for a signal while output drains
 
 
 class ChildIO(Protocol):
@@ -44,9 +50,17 @@ class ChildIO(Protocol):
 
     def popen_kwargs(self) -> dict[str, Any]: ...
 
-    def started(self, process: subprocess.Popen[bytes]) -> None: ...
+    def started(self, process: subprocess.Popen[bytes], wake: Callable[[], None]) -> None:
+        """The child runs; `wake` is to be called (from any thread) once `done()` holds."""
+        ...
 
-    def finished(self) -> None: ...
+    def done(self) -> bool:
+        """Everything the child wrote has been passed on."""
+        ...
+
+    def finished(self) -> None:
+        """Stop passing output on and release everything (also when never started)."""
+        ...
 
 
 class InheritIO:
@@ -55,8 +69,11 @@ class InheritIO:
     def popen_kwargs(self) -> dict[str, Any]:
         return {}
 
-    def started(self, process: subprocess.Popen[bytes]) -> None:
+    def started(self, process: subprocess.Popen[bytes], wake: Callable[[], None]) -> None:
         return None
+
+    def done(self) -> bool:
+        return True
 
     def finished(self) -> None:
         return None
@@ -113,15 +130,21 @@ class SigwaitRelay:
                 pass
             return 128 + first
         saved = self._saved or set()
-        process = subprocess.Popen(
-            list(argv),
-            env=dict(env),
-            # the child must not inherit our blocked signals (Popen has no sigmask argument)
-            preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, saved),
-            **io.popen_kwargs(),
-        )
-        io.started(process)
         try:
+            process = subprocess.Popen(
+                list(argv),
+                env=dict(env),
+                # the child must not inherit our blocked signals (Popen has no sigmask argument)
+                preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, saved),
+                **io.popen_kwargs(),
+            )
+        except BaseException:
+            io.finished()
+            raise
+        waiter = threading.get_ident()
+        try:
+            # SIGCHLD is what sigwaitinfo below waits for anyway: "something ended, look again"
+            io.started(process, lambda: signal.pthread_kill(waiter, signal.SIGCHLD))
             while process.poll() is None:
                 info = signal.sigwaitinfo(self._mask)
                 if info.si_signo == signal.SIGCHLD:
@@ -129,6 +152,9 @@ class SigwaitRelay:
                 if info.si_signo in KEYBOARD and info.si_code == SI_KERNEL:
                     continue  # typed at the terminal: the child got it too
                 process.send_signal(info.si_signo)
+            while not io.done():
+                if signal.sigwaitinfo(self._mask).si_signo != signal.SIGCHLD:
+                    break  # the child is gone: a signal means stop waiting for its output
         finally:
             if process.returncode is None:  # an error in this loop: do not leave it behind
                 process.kill()
@@ -143,6 +169,8 @@ class HandlerRelay:
     def __init__(self) -> None:
         self._process: subprocess.Popen[bytes] | None = None
         self._early: list[int] = []
+        self._late = False  # a signal came after the child had exited
+        self._woken = threading.Event()
         self._saved: dict[signal.Signals, Any] = {}
 
     def __enter__(self) -> HandlerRelay:
@@ -156,21 +184,30 @@ class HandlerRelay:
             signal.signal(signo, handler)
 
     def _on_signal(self, signo: int, frame: object) -> None:
-        if self._process is not None and self._process.returncode is None:
+        if self._process is None:
+            self._early.append(signo)
+        elif self._process.returncode is None:
             self._process.send_signal(signo)
         else:
-            self._early.append(signo)
+            self._late = True
 
     def run(self, argv: Sequence[str], env: Mapping[str, str], io: ChildIO) -> int:
         if self._early:
             return 128 + self._early[0]
-        process = subprocess.Popen(list(argv), env=dict(env), **io.popen_kwargs())
+        try:
+            process = subprocess.Popen(list(argv), env=dict(env), **io.popen_kwargs())
+        except BaseException:
+            io.finished()
+            raise
         self._process = process
         for signo in self._early:  # came between Popen and the line above
             process.send_signal(signo)
-        io.started(process)
         try:
+            io.started(process, self._woken.set)
             process.wait()
+            # a handler must not take the Event's lock (it may interrupt its holder): poll
+            while not io.done() and not self._late:
+                self._woken.wait(HANDLER_POLL_SECONDS)
         finally:
             if process.returncode is None:
                 process.kill()
