@@ -164,7 +164,6 @@ class VaultClient:
         client_key: str | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
-        self.timeout = timeout
         self._cache: AnswerCache[requests.Response] = AnswerCache(cache_ttl, max_stale)
         self._transport = Transport(
             resolve(url, token, ca_bundle, client_cert, client_key, environ),
@@ -199,6 +198,15 @@ class VaultClient:
     @property
     def has_token(self) -> bool:
         return self._transport.has_token
+
+    @property
+    def timeout(self) -> float:
+        """Seconds each attempt may take."""
+        return self._transport.timeout
+
+    @timeout.setter
+    def timeout(self, seconds: float) -> None:
+        self._transport.timeout = seconds
 
     @property
     def breaker_state(self) -> str:

@@ -469,7 +469,7 @@ def test_silent_broker_times_out_as_broker_unavailable():
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)
         port = listener.getsockname()[1]
-        client = VaultClient(f"http://127.0.0.1:{port}", "t", timeout=0.3, environ={})
+        client = VaultClient(f"http://127.0.0.1:{port}", "t", timeout=0.3, retries=0, environ={})
         with pytest.raises(BrokerUnavailable, match="did not answer within 0.3s"):
             client.get("dev", "PORT")
 
