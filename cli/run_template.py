@@ -18,10 +18,11 @@ from urllib.parse import parse_qs
 
 from broker.scope import is_environment, is_key
 from cli.client import BadRequest, Forbidden, NotFound, Value, VaultClient, VaultError
-from cli.run_dotenv import DotenvError, parse
+from cli.importers_dotenv import parse_dotenv
 from cli.run_secrets import InjectedVar, yaml_scalar
 
 SCHEME = "secretref://"
+VARIABLE_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 VERSION_RE = re.compile(r"[0-9a-fA-F]{7,40}")  # a commit SHA as the broker takes it (SPEC §6)
 
 
@@ -102,13 +103,14 @@ def load_templates(paths: Sequence[Path]) -> Templates:
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
             raise TemplateError(f"{path}: cannot read the template: {reason}") from None
-        try:
-            dotenv = parse(text)
-        except DotenvError as exc:
-            raise TemplateError(f"{path} {exc}") from None
+        dotenv = parse_dotenv(text)  # SPEC §13's dotenv, as `vanta-cli import dotenv` reads it
+        if dotenv.problems:
+            raise TemplateError(f"{path} {dotenv.problems[0]}")
         warnings.extend(f"{path} {warning}" for warning in dotenv.warnings)
         for entry in dotenv.entries:
             origin = f"{path} line {entry.line}"
+            if not VARIABLE_NAME_RE.fullmatch(entry.name):
+                raise TemplateError(f"{origin}: {entry.name!r} is not a variable name")
             if entry.name in seen:
                 raise TemplateError(f"{entry.name} is set twice: {seen[entry.name]} and {origin}")
             seen[entry.name] = origin
