@@ -1,23 +1,31 @@
-"""vanta-cli run-with-secrets: run a command with secrets in its environment or a file."""
+"""vanta-cli run-with-secrets: run a command with secrets in its environment, a file or a
+named pipe, its output masked."""
 
 from __future__ import annotations
 
 import getpass
 import os
+from pathlib import Path
 
 import click
 
-from cli.client import DEFAULT_BROKER_URL, Batch, VaultClient, VaultError
+from cli.client import DEFAULT_BROKER_URL, VaultError
 from cli.errors import CliError
-from cli.run_inject import InjectionError, make_injection
+from cli.run_fetch import Readers, fetch_pattern, fetch_references
+from cli.run_fifo import FifoInjection
+from cli.run_inject import EnvInjection, FileInjection, Injection, InjectionError
+from cli.run_mask import MIN_MASKED_LENGTH, mask_plan
+from cli.run_pump import MaskedIO
 from cli.run_secrets import (
+    InjectedVar,
     NameClash,
+    combine,
     describe,
-    fetch_batch,
-    reader_request,
+    describe_sources,
     variables_for,
 )
-from cli.runner import InheritIO, signal_relay
+from cli.run_template import ReferenceFailed, TemplateError, load_templates, template_variables
+from cli.runner import ChildIO, InheritIO, signal_relay
 
 EXAMPLES = """\b
 Examples:
@@ -26,10 +34,23 @@ Examples:
       -- python manage.py migrate
 
 \b
+  # a template: app.env holds lines like DATABASE_URL=secretref://prod/DATABASE_URL
+  # (and ?version=<commit> pins one); plain lines like LOG_LEVEL=info pass through
+  vanta-cli run-with-secrets --env-file app.env -- python app.py
+
+\b
   # a dotenv file instead; the app loads $VANTA_SECRETS_FILE itself, e.g. with
   # python-dotenv: dotenv_values(os.environ["VANTA_SECRETS_FILE"], interpolate=False)
   vanta-cli run-with-secrets --environment prod --key-pattern '*' --inject-as file \\
       -- python app.py
+
+\b
+  # the same through a named pipe that can be read once, never written to disk
+  vanta-cli run-with-secrets --env-file app.env --inject-as fifo -- python app.py
+
+\b
+  # an interactive program keeps its terminal (its output is then not masked)
+  vanta-cli run-with-secrets --env-file app.env --no-masking -- psql
 
 \b
   # read with a token you already hold (VANTA_TOKEN is not used)
@@ -42,25 +63,45 @@ Examples:
     epilog=EXAMPLES,
     context_settings={"allow_interspersed_args": False},
 )
-@click.option("--environment", required=True, help="The environment to read from.")
+@click.option("--environment", help="The environment to read --key-pattern from.")
 @click.option(
     "--key-pattern",
-    required=True,
     help="Glob over key names ('*' any run, '?' one character); every match is injected.",
 )
 @click.option(
+    "--env-file",
+    "env_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A dotenv template (repeatable): values written secretref://ENV/KEY"
+    "[?version=COMMIT] become that secret, other lines pass through as they are.",
+)
+@click.option(
     "--inject-as",
-    type=click.Choice(["env", "file"]),
+    type=click.Choice(["env", "file", "fifo"]),
     default="env",
     show_default=True,
     help="env: one variable per key (API_KEYS/openai -> API_KEYS_OPENAI). "
-    "file: a 0600 dotenv file at $VANTA_SECRETS_FILE, removed when the command ends.",
+    "file: a 0600 dotenv file at $VANTA_SECRETS_FILE, removed when the command ends. "
+    "fifo: the same text through a 0600 named pipe, never written to disk.",
+)
+@click.option(
+    "--max-reads",
+    type=click.IntRange(min=1),
+    help="With --inject-as fifo: how many times the pipe can be read (default 1).",
+)
+@click.option(
+    "--masking/--no-masking",
+    default=True,
+    show_default=True,
+    help="Conceal every injected value in the command's stdout and stderr. --no-masking "
+    "hands the command the terminal itself.",
 )
 @click.option(
     "--token",
     "reader_token",
-    help="Read with this token (secrets:read and secrets:list). Without it, a one-use "
-    "reader good for 5 minutes is minted with VANTA_TOKEN as the issuer.",
+    help="Read with this token (secrets:read and secrets:list). Without it, readers good "
+    "for 5 minutes and just the reads needed are minted with VANTA_TOKEN as the issuer.",
 )
 @click.option(
     "--broker-url",
@@ -73,40 +114,61 @@ Examples:
 @click.pass_context
 def run_with_secrets(
     ctx: click.Context,
-    environment: str,
-    key_pattern: str,
+    environment: str | None,
+    key_pattern: str | None,
+    env_files: tuple[Path, ...],
     inject_as: str,
+    max_reads: int | None,
+    masking: bool,
     reader_token: str | None,
     broker_url: str,
     command: tuple[str, ...],
 ) -> None:
-    """Run COMMAND with the secrets matching --key-pattern injected.
+    """Run COMMAND with the secrets matching --key-pattern, or named by --env-file
+    templates, injected.
 
-    All matching keys are fetched in one request before COMMAND starts; if that fails,
-    COMMAND never runs. SIGINT, SIGTERM and SIGHUP are passed on to COMMAND, and its
-    exit code is this command's (128+N if signal N killed it). Key names, never values,
-    are reported on stderr.
+    Every secret is fetched before COMMAND starts; if that fails, COMMAND never runs. Its
+    stdout and stderr show <concealed by vanta> wherever an injected value would appear.
+    SIGINT, SIGTERM and SIGHUP are passed on to COMMAND, and its exit code is this
+    command's (128+N if signal N killed it). Key names, never values, are reported on
+    stderr.
     """
-    batch = _fetch(broker_url, environment, key_pattern, reader_token)
-    if not batch.values:
-        raise CliError(
-            f"no key in {environment} matches {key_pattern!r} inside the token's scope: "
-            "nothing to inject"
-        )
+    _check_usage(environment, key_pattern, env_files, inject_as, max_reads)
     try:
-        variables = variables_for(environment, batch.values)
-        injection = make_injection(inject_as, variables, _private_parent())
-    except (NameClash, InjectionError) as exc:
+        templates = load_templates(env_files)
+    except TemplateError as exc:
         raise CliError(str(exc)) from None
-    at = f" at {batch.version[:12]}" if batch.version else ""
+    for warning in templates.warnings:
+        click.echo(f"vanta: warning: {warning}", err=True)
+    readers = Readers(broker_url, reader_token, _subject())
+    pattern_vars: tuple[InjectedVar, ...] = ()
+    at = ""
+    try:
+        if environment is not None and key_pattern is not None:
+            batch = fetch_pattern(readers, environment, key_pattern)
+            if not batch.values:
+                raise CliError(
+                    f"no key in {environment} matches {key_pattern!r} inside the token's "
+                    "scope: nothing to inject"
+                )
+            at = f" at {batch.version[:12]}" if batch.version else ""
+            pattern_vars = variables_for(environment, batch.values)
+        values = fetch_references(readers, templates.refs)
+        variables = combine(pattern_vars, template_variables(templates.variables, values))
+        injection = _injection(inject_as, variables, max_reads)
+    except (VaultError, ReferenceFailed, NameClash, InjectionError) as exc:
+        raise CliError(str(exc)) from None
+    io = _child_io(variables) if masking else InheritIO()
     try:
         with signal_relay() as relay, injection as added:
-            click.echo(
-                f"vanta: injecting {len(variables)} key(s) from {environment}{at} "
-                f"{injection.how}: {describe(variables)}",
-                err=True,
-            )
-            status = relay.run(command, {**child_environment(), **added}, InheritIO())
+            if env_files:
+                report = f"{len(variables)} variable(s) {injection.how}: "
+                report += describe_sources(variables)
+            else:
+                report = f"{len(variables)} key(s) from {environment}{at} {injection.how}: "
+                report += describe(variables)
+            click.echo(f"vanta: injecting {report}", err=True)
+            status = relay.run(command, {**child_environment(), **added}, io)
     except InjectionError as exc:
         raise CliError(str(exc)) from None
     except FileNotFoundError:
@@ -114,6 +176,43 @@ def run_with_secrets(
     except OSError as exc:
         raise CliError(f"{command[0]}: cannot run: {exc.strerror}", exit_code=126) from None
     ctx.exit(status)
+
+
+def _check_usage(
+    environment: str | None,
+    key_pattern: str | None,
+    env_files: tuple[Path, ...],
+    inject_as: str,
+    max_reads: int | None,
+) -> None:
+    """Option combinations Click cannot express; a UsageError exits 2."""
+    if (environment is None) != (key_pattern is None):
+        raise click.UsageError("--environment and --key-pattern go together")
+    if environment is None and not env_files:
+        raise click.UsageError("give --environment and --key-pattern, or --env-file")
+    if max_reads is not None and inject_as != "fifo":
+        raise click.UsageError("--max-reads only goes with --inject-as fifo")
+
+
+def _injection(kind: str, variables: tuple[InjectedVar, ...], max_reads: int | None) -> Injection:
+    """The injection for `--inject-as kind`."""
+    if kind == "env":
+        return EnvInjection(variables)
+    if kind == "file":
+        return FileInjection(variables, _private_parent())
+    return FifoInjection(variables, max_reads or 1, _private_parent())
+
+
+def _child_io(variables: tuple[InjectedVar, ...]) -> ChildIO:
+    """Masking for the child's output; the secrets too short to be masked said by name."""
+    plan = mask_plan(variables)
+    for var in plan.too_short:
+        click.echo(
+            f"vanta: warning: {var.name} ({var.source}) is shorter than {MIN_MASKED_LENGTH} "
+            "characters and is not masked in the output",
+            err=True,
+        )
+    return MaskedIO(plan.secrets)
 
 
 def _private_parent() -> str | None:
@@ -129,28 +228,8 @@ def child_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "VANTA_TOKEN"}
 
 
-def _fetch(broker_url: str, environment: str, key_pattern: str, reader_token: str | None) -> Batch:
-    """One batch read, with the given reader or one minted from VANTA_TOKEN."""
-    try:
-        if reader_token is None:
-            issuer = VaultClient(broker_url)  # VANTA_TOKEN
-            if not issuer.has_token:
-                raise CliError(
-                    "no token: pass --token (a reader) or set VANTA_TOKEN "
-                    "(an issuer with tokens:issue)"
-                )
-            minted = issuer.generate_token(reader_request(environment, key_pattern, _subject()))
-            reader_token = minted.access_token
-        reader = VaultClient(broker_url, reader_token)  # never falls back to VANTA_TOKEN
-        if not reader.has_token:
-            raise CliError("--token is empty")
-        return fetch_batch(reader, environment, key_pattern)
-    except VaultError as exc:
-        raise CliError(str(exc)) from None
-
-
 def _subject() -> str:
-    """Who the minted reader is for, as audit records will show it."""
+    """Who the minted readers are for, as audit records will show it."""
     try:
         user = getpass.getuser()
     except (OSError, KeyError):

@@ -2,8 +2,8 @@
 
 An injection is a context manager: entering it prepares whatever the child needs and
 returns the variables to add to the child's environment; leaving it removes everything
-it made, however the block ends. SPEC §14's `fifo` (a named pipe served by a thread)
-is one more class of this shape.
+it made, however the block ends. SPEC §14's `fifo` (a named pipe served by a thread,
+`cli.run_fifo.FifoInjection`) is one more class of this shape.
 """
 
 from __future__ import annotations
@@ -98,14 +98,3 @@ class FileInjection:
         if self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)
             self.directory = None
-
-
-def make_injection(
-    kind: str, variables: tuple[InjectedVar, ...], temp_parent: str | None = None
-) -> Injection:
-    """The injection for `--inject-as kind` ("env" or "file")."""
-    if kind == "env":
-        return EnvInjection(variables)
-    if kind == "file":
-        return FileInjection(variables, temp_parent)
-    raise ValueError(f"unknown injection {kind!r}")

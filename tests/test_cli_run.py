@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from conftest import (
     DEV_SECRETS,
     SIGNING_KEY,
     SOPS_BIN,
+    SecretsRepo,
     free_port,
     make_secrets_repo,
     make_token,
@@ -71,19 +73,22 @@ class Broker:
     url: str
     config: Config
     repo_commit: str
+    repo: SecretsRepo | None = None
 
     def token(self, **kwargs) -> str:
         return make_token(self.config, **kwargs)
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory, age_key, age_key_file) -> Iterator[Broker]:
-    root = tmp_path_factory.mktemp("run")
+@contextmanager
+def serve_secrets(
+    root: Path, age_key, age_key_file: Path, **environments: dict
+) -> Iterator[Broker]:
+    """A broker process serving one commit of `environments` (for the other run-with-secrets
+    test modules too)."""
     repo = make_secrets_repo(root / "repo", age_key.recipient)
-    repo.write("dev", DEV_SECRETS)
-    repo.write("awkward", AWKWARD)
-    repo.write("clash", {"API_KEYS": {"openai": "a"}, "API_KEYS_OPENAI": "b", "OTHER": "c"})
-    commit = repo.commit("secrets: dev, awkward, clash")
+    for name, data in environments.items():
+        repo.write(name, data)
+    commit = repo.commit("secrets: " + ", ".join(environments))
     config = Config(
         keyring=Keyring(((None, SecretValue(SIGNING_KEY)),)),
         sops_files_path=repo.secrets_dir,
@@ -93,8 +98,20 @@ def broker(tmp_path_factory, age_key, age_key_file) -> Iterator[Broker]:
         sops_age_key_file=age_key_file,
     )
     running = start_broker(config, root)
-    yield Broker(running.url, config, commit)
-    stop_broker(running)
+    try:
+        yield Broker(running.url, config, commit, repo)
+    finally:
+        stop_broker(running)
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory, age_key, age_key_file) -> Iterator[Broker]:
+    clash = {"API_KEYS": {"openai": "a"}, "API_KEYS_OPENAI": "b", "OTHER": "c"}
+    root = tmp_path_factory.mktemp("run")
+    with serve_secrets(
+        root, age_key, age_key_file, dev=DEV_SECRETS, awkward=AWKWARD, clash=clash
+    ) as running:
+        yield running
 
 
 @dataclass
@@ -180,6 +197,7 @@ def rws(
     *,
     token: str | None = None,
     inject_as: str | None = None,
+    masking: bool = True,
 ) -> list[str]:
     """The argv of `vanta-cli run-with-secrets ... -- command`."""
     args = [VANTA_CLI, "run-with-secrets", "--environment", environment, "--key-pattern", pattern]
@@ -187,7 +205,14 @@ def rws(
         args += ["--token", token]
     if inject_as is not None:
         args += ["--inject-as", inject_as]
+    if not masking:
+        args.append("--no-masking")
     return [*args, "--", *command]
+
+
+def rws_args(*options: str, command: list[str]) -> list[str]:
+    """The argv of `vanta-cli run-with-secrets OPTIONS... -- command`."""
+    return [VANTA_CLI, "run-with-secrets", *options, "--", *command]
 
 
 def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -228,7 +253,7 @@ DUMP_ENV = "import json, os, sys; json.dump(dict(os.environ), sys.stdout)"
 def test_env_injects_every_matching_key_and_keeps_the_rest(broker, proxy):
     issuer = broker.token(environment="dev", permissions=ISSUER)
     env = cli_env(VANTA_BROKER_URL=proxy.url, VANTA_TOKEN=issuer, KEEP_ME="still here")
-    proc = run(rws("dev", "*", python(DUMP_ENV)), env)
+    proc = run(rws("dev", "*", python(DUMP_ENV), masking=False), env)
     assert proc.returncode == 0, proc.stderr
     child = json.loads(proc.stdout)
     assert child["DATABASE_URL"] == DEV_SECRETS["DATABASE_URL"]
@@ -333,7 +358,7 @@ def test_two_keys_with_one_name_are_an_error_before_anything_runs(broker, tmp_pa
 def test_awkward_values_survive_env_injection(broker):
     reader = broker.token(environment="awkward", permissions=READER)
     env = cli_env(VANTA_BROKER_URL=broker.url)
-    proc = run(rws("awkward", "*", python(DUMP_ENV), token=reader), env)
+    proc = run(rws("awkward", "*", python(DUMP_ENV), token=reader, masking=False), env)
     assert proc.returncode == 0, proc.stderr
     child = json.loads(proc.stdout)
     assert {k: child[k] for k in AWKWARD} == AWKWARD
@@ -361,7 +386,8 @@ def test_file_is_private_round_trips_through_python_dotenv_and_is_removed(broker
     runtime.mkdir(mode=0o700)
     reader = broker.token(environment="awkward", permissions=READER)
     env = cli_env(VANTA_BROKER_URL=broker.url, XDG_RUNTIME_DIR=str(runtime), HOME="/home/x")
-    proc = run(rws("awkward", "*", python(READ_FILE), token=reader, inject_as="file"), env)
+    args = rws("awkward", "*", python(READ_FILE), token=reader, inject_as="file", masking=False)
+    proc = run(args, env)
     assert proc.returncode == 0, proc.stderr
     seen = json.loads(proc.stdout)
     assert seen["file_mode"] == 0o600 and seen["dir_mode"] == 0o700
@@ -617,13 +643,21 @@ def test_missing_command_is_127_and_the_file_is_gone(broker, tmp_path):
     "args",
     [
         ["--environment", "dev", "--key-pattern", "*"],  # no command
-        ["--environment", "dev", "--key-pattern", "*", "--inject-as", "fifo", "--", "true"],
-        ["--key-pattern", "*", "--", "true"],
+        ["--environment", "dev", "--key-pattern", "*", "--inject-as", "pipe", "--", "true"],
+        ["--key-pattern", "*", "--", "true"],  # one without the other
+        ["--environment", "dev", "--", "true"],
+        ["--", "true"],  # neither a pattern nor a template
+        ["--environment", "dev", "--key-pattern", "*", "--max-reads", "2", "--", "true"],
+        ["--environment", "dev", "--key-pattern", "*", "--inject-as", "file", "--max-reads", "2"]
+        + ["--", "true"],
+        ["--environment", "dev", "--key-pattern", "*", "--inject-as", "fifo", "--max-reads", "0"]
+        + ["--", "true"],
+        ["--env-file", "/nonexistent/vanta-template.env", "--", "true"],
     ],
 )
 def test_usage_errors_exit_2(args):
     result = CliRunner().invoke(cli, ["run-with-secrets", *args])
-    assert result.exit_code == 2
+    assert result.exit_code == 2, result.output
 
 
 def test_help_explains_options_with_an_example():
