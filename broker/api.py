@@ -22,7 +22,7 @@ from broker.errors import (
 )
 from broker.scope import ALL, environment_contains, pattern_contains, pattern_matches
 from broker.store import Snapshot
-from broker.tokens import Claims, MintRequest, mint, mint_answer, verify
+from broker.tokens import Claims, MintRequest, mint, mint_answer
 from broker.usage import MintedToken
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -77,14 +77,7 @@ def authenticate(permission: str | None) -> Claims:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise TokenInvalid()
-    config = parts().config
-    claims = verify(
-        token.strip(),
-        config.keyring,
-        issuer=config.jwt_issuer,
-        audience=config.jwt_audience,
-        max_ttl_minutes=config.max_ttl_minutes,
-    )
+    claims = parts().tokens.verify(token.strip())  # tokens.verify, remembered per worker
     audit(jti=claims.jti, subject=claims.subject)
     g.claims = claims
     limits = parts().limits

@@ -39,6 +39,7 @@ from broker.rotation_api import rotation_api
 from broker.sops import Decryptor
 from broker.store import SecretStore
 from broker.sync_api import note_sync, sync
+from broker.token_cache import VerifiedTokens
 from broker.ui import ui
 from broker.usage import SqliteTokenState, TokenState
 
@@ -64,6 +65,7 @@ class Parts:
     audit: AuditLog
     metrics: Metrics = field(default_factory=Metrics)
     limits: RateLimits | None = None
+    tokens: VerifiedTokens | None = None
     mirror: RemoteMirror | None = None
 
 
@@ -107,6 +109,12 @@ def create_app(
         metrics=metrics,
     )
     parts.limits = open_rate_limits(config)
+    parts.tokens = VerifiedTokens(
+        config.keyring,
+        issuer=config.jwt_issuer,
+        audience=config.jwt_audience,
+        max_ttl_minutes=config.max_ttl_minutes,
+    )
     app.extensions["vanta"] = parts
     if config.trusted_proxies:
         # The client address is the one N trusted proxies put in X-Forwarded-For.

@@ -14,7 +14,8 @@ import json
 import os
 import re
 import threading
-from datetime import UTC, datetime
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +57,34 @@ def rotated_files(live: Path) -> list[Path]:
     )
 
 
+_QUICK_TAIL = 4096
+
+
+def _quick_tail_hash(fd: int, size: int) -> str | None:
+    """The last record's hash from one pread of the file's end, when that block holds a
+    whole last line; None sends the caller down the careful path."""
+    if size == 0:
+        return None
+    start = max(0, size - _QUICK_TAIL)
+    block = os.pread(fd, size - start, start)
+    if not block.endswith(b"\n"):
+        return None  # a partial line to drop first
+    cut = block.rfind(b"\n", 0, len(block) - 1)
+    if cut < 0 and start > 0:
+        return None  # the last line is longer than the block
+    return _hash_of(block[cut + 1 : -1])
+
+
+_second_cache: tuple[int, str] = (-1, "")
+
+
 def now_rfc3339_ms() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    global _second_cache
+    now = time.time()
+    second = int(now)
+    if _second_cache[0] != second:  # strftime once a second, not once a record
+        _second_cache = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{_second_cache[1]}.{int((now - second) * 1000):03d}Z"
 
 
 class AuditLog:
@@ -89,7 +116,8 @@ class AuditLog:
                 pass
             os.close(self._fd)
         self._fd = None
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        # Read-write so the chain's tail can be read through the same descriptor.
+        self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         self._pid = os.getpid()
         self._tail = None
         return self._fd
@@ -171,6 +199,8 @@ class AuditLog:
                 size = os.fstat(fd).st_size
                 if self._tail is not None and self._tail[0] == size:
                     prev = self._tail[1]
+                elif (quick := _quick_tail_hash(fd, size)) is not None:
+                    prev = quick  # another worker wrote last: one pread, no reopen
                 else:
                     size = self._drop_partial_line(fd, size)
                     prev = self._last_hash(size)
