@@ -52,7 +52,7 @@ from urllib.parse import quote
 
 import requests
 
-from cli.client_aws import check_stage, secret_value, split_secret_id
+from cli.client_aws import check_stage, group_secret_value, secret_value, split_secret_id
 from cli.client_breaker import CircuitBreaker
 from cli.client_cache import AnswerCache
 from cli.client_errors import (
@@ -175,6 +175,7 @@ class VaultClient:
         )
         self.url = self._transport.url
         self.session = self._transport.session
+        self._groups: set[tuple[str, str]] = set()  # SecretIds found to be groups of keys
 
     def __repr__(self) -> str:
         return f"VaultClient(url={safe_url(self.url)!r})"
@@ -248,11 +249,33 @@ class VaultClient:
         VersionStage: str | None = None,  # noqa: N803
     ) -> dict[str, Any]:
         """`get` in AWS Secrets Manager's GetSecretValue shape; SecretId is `ENV/KEY`:
-        {"Name", "VersionId", "SecretString", "VersionStages", "CreatedDate"}."""
+        {"Name", "VersionId", "SecretString", "VersionStages", "CreatedDate"}.
+
+        A KEY that is a group of keys (`db` holding `db/user`, `db/password`, as
+        `vanta-cli import aws` stores a JSON secret) comes back as that JSON object, as
+        AWS gave it: one batch read, which needs secrets:list too; its CreatedDate is None
+        (the batch answer names the commit, not its time) and it has no VersionId to ask."""
         environment, key = split_secret_id(SecretId)
         check_stage(VersionStage)
-        secret = self.get(environment, key, version=VersionId)
+        if VersionId is None and (environment, key) in self._groups:
+            return self._group_value(environment, key)
+        try:
+            secret = self.get(environment, key, version=VersionId)
+        except NotFound as missing:
+            if VersionId is not None:
+                raise
+            try:
+                return self._group_value(environment, key)
+            except (NotFound, Forbidden):
+                raise missing from None
         return secret_value(secret, version_asked=VersionId is not None)
+
+    def _group_value(self, environment: str, key: str) -> dict[str, Any]:
+        batch = self.read_batch(environment, pattern=f"{key}/*")
+        if not batch.values:
+            raise NotFound(404, "not_found", f"key {key!r} not found", None)
+        self._groups.add((environment, key))
+        return group_secret_value(environment, key, batch)
 
     def get_secret_string(self, secret_id: str, version_stage: str | None = None) -> str:
         """aws-secretsmanager-caching's `SecretCache.get_secret_string`: the value as text."""

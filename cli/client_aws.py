@@ -2,16 +2,20 @@
 written against boto3 or aws-secretsmanager-caching moves over with a one-line change.
 
 A SecretId is `ENVIRONMENT/KEY` (`prod/DATABASE_URL`, `dev/API_KEYS/openai`); VersionId
-is a commit SHA; the only VersionStage is AWSCURRENT.
+is a commit SHA; the only VersionStage is AWSCURRENT. A KEY naming a group of keys (a JSON
+secret that `vanta-cli import aws` split into `db/user`, `db/password`) reads back as the
+JSON object it was.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
 from cli.client_errors import BadRequest
-from cli.client_results import Secret, Value
+from cli.client_results import Batch, Secret, Value
+from cli.gitops_sops import nested
 
 CURRENT_STAGE = "AWSCURRENT"
 
@@ -53,4 +57,17 @@ def secret_value(secret: Secret, version_asked: bool) -> dict[str, Any]:
         "SecretString": secret_string(secret.value),
         "VersionStages": [] if version_asked else [CURRENT_STAGE],
         "CreatedDate": secret.committed_at,
+    }
+
+
+def group_secret_value(environment: str, key: str, batch: Batch) -> dict[str, Any]:
+    """GetSecretValue's answer for a group of keys: its leaves as one JSON object (numbers
+    and booleans keeping their type), the way AWS held the secret before the import."""
+    below = {name[len(key) + 1 :]: value for name, value in batch.values.items()}
+    return {
+        "Name": f"{environment}/{key}",
+        "VersionId": batch.version,
+        "SecretString": json.dumps(nested(below)),
+        "VersionStages": [CURRENT_STAGE],
+        "CreatedDate": None,
     }

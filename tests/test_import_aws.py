@@ -350,3 +350,25 @@ def test_the_command_runs_as_its_own_process(aws, secrets_repo):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("committed ")
     assert decrypt(secrets_repo, "dev")["A"] == "legacy-only-value"
+
+
+def test_after_the_import_boto3_style_code_reads_the_same_json(
+    aws, secrets_repo, running_broker, config
+):
+    from conftest import make_token
+
+    from cli.client import VaultClient
+
+    original = {"username": "app", "password": "p@ss w0rd!", "port": 5432, "ssl": True}
+    put(aws, "prod/rds", original)
+    assert invoke(secrets_repo, "--environment", "prod", "--prefix", "prod/").exit_code == 0
+    before = json.loads(aws.get_secret_value(SecretId="prod/rds")["SecretString"])
+
+    # client = boto3.client("secretsmanager")  became:
+    client = VaultClient(running_broker.url, make_token(config, environment="prod"), environ={})
+    answer = client.get_secret_value(SecretId="prod/rds")
+
+    assert json.loads(answer["SecretString"]) == before == original
+    assert answer["Name"] == "prod/rds" and answer["VersionId"] == head(secrets_repo)
+    assert answer["VersionStages"] == ["AWSCURRENT"]
+    assert client.get_secret_value(SecretId="prod/rds/port")["SecretString"] == "5432"

@@ -5,6 +5,7 @@ the broker is gone, retries, the circuit breaker, AWS Secrets Manager's shape, t
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import socket
@@ -488,7 +489,6 @@ def test_boto3_style_code_moves_over_with_one_line(running_broker, config, secre
     secrets_repo.write_and_commit(
         "dev", {**DEV_SECRETS, "db": '{"user": "app", "password": "pw"}'}, "secrets: dev/db"
     )
-    import json
 
     # client = boto3.client("secretsmanager")           <- before
     client = sdk(running_broker.url, make_token(config))  # after
@@ -568,3 +568,21 @@ def test_sixteen_threads_get_stale_answers_together_when_the_broker_dies(config,
         thread.join(60)
     assert results == [True] * 320
     assert client.breaker_state == "open"
+
+
+def test_a_group_needs_secrets_list_and_has_no_versions(running_broker, config, secrets_repo):
+    first = secrets_repo.commits[-1]
+    read_only = sdk(running_broker.url, make_token(config, permissions=("secrets:read",)))
+    with pytest.raises(NotFound):
+        read_only.get_secret_value(SecretId="dev/API_KEYS")
+    full = sdk(running_broker.url, make_token(config))
+    with pytest.raises(NotFound):
+        full.get_secret_value(SecretId="dev/API_KEYS", VersionId=first)
+    with pytest.raises(NotFound):
+        full.get_secret_value(SecretId="dev/NOTHING_HERE")
+    group = full.get_secret_value(SecretId="dev/API_KEYS")
+    assert json.loads(group["SecretString"]) == DEV_SECRETS["API_KEYS"]
+    assert group["CreatedDate"] is None and group["VersionId"] == first
+    requests_before = len(read_audit(config))
+    assert full.get_secret_value(SecretId="dev/API_KEYS") == group  # remembered, cached
+    assert len(read_audit(config)) == requests_before
