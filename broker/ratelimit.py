@@ -25,6 +25,7 @@ from limits.storage import Storage
 from limits.strategies import FixedWindowRateLimiter
 
 from broker.errors import StateUnavailable
+from broker.usage import thread_connection
 
 _RATE_RE = re.compile(r"\s*(\d+)\s*/\s*(second|minute|hour)\s*")
 _ITEMS = {
@@ -63,13 +64,7 @@ class SqliteLimitStorage(Storage):
         return sqlite3.Error
 
     def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._local.conn = conn
-        return conn
+        return thread_connection(self._local, self.path)
 
     def incr(self, key: str, expiry: float, amount: int = 1) -> int:
         now = time.time()

@@ -63,6 +63,18 @@ ON CONFLICT (jti) DO UPDATE SET used = used + 1 WHERE used < ?
 """
 
 
+def thread_connection(local: threading.local, path: Path) -> sqlite3.Connection:
+    """This thread's connection to the shared state file (WAL, autocommit: each statement
+    is its own transaction)."""
+    conn = getattr(local, "conn", None)
+    if conn is None:
+        conn = sqlite3.connect(path, timeout=10, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        local.conn = conn
+    return conn
+
+
 class SqliteTokenState:
     """Token state in SQLite (WAL mode); one connection per thread."""
 
@@ -80,13 +92,7 @@ class SqliteTokenState:
             raise StateUnavailable() from None
 
     def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._local.conn = conn
-        return conn
+        return thread_connection(self._local, self.path)
 
     def _execute(self, sql: str, params: tuple = ()) -> sqlite3.Cursor:
         try:
