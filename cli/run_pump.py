@@ -23,6 +23,7 @@ from typing import IO, Any
 from cli.run_mask import Masker
 
 READ_SIZE = 64 * 1024
+DRAIN_LIMIT = 1024 * 1024  # on a stop, at most this much more per pipe (a writer may not stop)
 STOP_GRACE_SECONDS = 2.0  # finished(): how long a pump stuck writing to a stalled reader gets
 
 
@@ -107,7 +108,8 @@ class MaskedIO:
                 for key, _ in selector.select():
                     stream = key.data
                     if stream is None:
-                        return  # stopped: the finally hands over what is held back
+                        self._drain()
+                        return
                     chunk = os.read(key.fd, READ_SIZE)
                     if chunk:
                         stream.pass_on(chunk)
@@ -123,3 +125,22 @@ class MaskedIO:
             selector.close()
             self._finished.set()
             wake()
+
+    def _drain(self) -> None:
+        """Stopped: pass on what the pipes hold already, not what may come later."""
+        for stream in self._streams:
+            if not stream.open:
+                continue  # ended, or its reader is gone (its pipe is closed)
+            fd = stream.source.fileno()
+            os.set_blocking(fd, False)
+            taken = 0
+            while stream.open and taken < DRAIN_LIMIT:
+                try:
+                    chunk = os.read(fd, READ_SIZE)
+                except BlockingIOError:
+                    break
+                if not chunk:
+                    stream.finish()
+                    break
+                stream.pass_on(chunk)
+                taken += len(chunk)

@@ -36,9 +36,22 @@ VARIABLES = variables_for("dev", SECRETS)
 CONTENT = render((var.name, var.value) for var in VARIABLES)
 
 
-def read_all(path: Path) -> str:
-    with open(path, encoding="utf-8") as reader:
-        return reader.read()
+def read_all(path: Path, deadline: float = 30) -> str:
+    """Open and read `path`, failing (not hanging) if no writer ever serves it."""
+    result: list[str | BaseException] = []
+
+    def read() -> None:
+        try:
+            with open(path, encoding="utf-8") as reader:
+                result.append(reader.read())
+        except BaseException as exc:  # handed to the test thread
+            result.append(exc)
+
+    in_thread(read).join(deadline)
+    assert result, f"nobody served a reader of {path}"
+    if isinstance(result[0], BaseException):
+        raise result[0]
+    return result[0]
 
 
 def in_thread(target, *args) -> threading.Thread:

@@ -308,8 +308,15 @@ grandchild = (
     "sys.stdout.write('bye\\\\n')\\n"
 )
 subprocess.Popen([sys.executable, "-c", grandchild])
+open({go!r} + '.child', 'w').write(str(os.getpid()))
 sys.exit(3)
 """
+
+
+def wait_for_text(path: Path) -> str:
+    """What a child wrote to `path` (it may exist a moment before its text is in)."""
+    wait_for(lambda: path.exists() and path.read_text(), f"{path.name} to be written")
+    return path.read_text()
 
 
 def test_output_of_what_the_command_leaves_running_is_still_masked(broker, tmp_path):
@@ -320,7 +327,7 @@ def test_output_of_what_the_command_leaves_running_is_still_masked(broker, tmp_p
         rws("mask", "*", python(code), token=reader), cli_env(VANTA_BROKER_URL=broker.url)
     )
     try:
-        wait_for(Path(f"{go}.pid").exists, "the grandchild to start")
+        wait_for_text(Path(f"{go}.pid"))
         assert cli_proc.poll() is None  # its output pipe is still open: the CLI waits
         go.touch()
         stdout, stderr = cli_proc.communicate(timeout=30)
@@ -340,8 +347,9 @@ def test_a_signal_ends_the_wait_for_what_the_command_left_running(broker, tmp_pa
     )
     grandchild = None
     try:
-        wait_for(Path(f"{go}.pid").exists, "the grandchild to start")
-        grandchild = int(Path(f"{go}.pid").read_text())
+        grandchild = int(wait_for_text(Path(f"{go}.pid")))
+        child = Path(f"/proc/{wait_for_text(Path(f'{go}.child'))}")
+        wait_for(lambda: not child.exists(), "the command to exit and be reaped")
         cli_proc.send_signal(signal.SIGTERM)
         stdout, _ = cli_proc.communicate(timeout=30)
     finally:
