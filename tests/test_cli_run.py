@@ -500,12 +500,14 @@ def handler_child(ready: Path, log: Path, exit_on: signal.Signals) -> list[str]:
     )
 
 
+@pytest.mark.parametrize("masking", [True, False])
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
-def test_signals_are_forwarded_to_the_command(broker, tmp_path, sig):
+def test_signals_are_forwarded_to_the_command(broker, tmp_path, sig, masking):
     ready, log = tmp_path / "ready", tmp_path / "log"
     reader = broker.token(environment="dev", permissions=READER)
     env = cli_env(VANTA_BROKER_URL=broker.url)
-    cli_proc = start(rws("dev", "PORT", handler_child(ready, log, sig), token=reader), env)
+    command = handler_child(ready, log, sig)
+    cli_proc = start(rws("dev", "PORT", command, token=reader, masking=masking), env)
     try:
         wait_for(ready.exists, "the command to start")
         cli_proc.send_signal(sig)
@@ -663,7 +665,17 @@ def test_usage_errors_exit_2(args):
 def test_help_explains_options_with_an_example():
     result = CliRunner().invoke(cli, ["run-with-secrets", "--help"])
     assert result.exit_code == 0
-    for text in ("--environment", "--key-pattern", "--inject-as", "--token", "Examples:"):
+    for text in (
+        "--environment",
+        "--key-pattern",
+        "--env-file",
+        "--inject-as",
+        "--max-reads",
+        "--no-masking",
+        "--token",
+        "Examples:",
+        "secretref://",
+    ):
         assert text in result.stdout
     assert "vanta-cli run-with-secrets --environment dev" in result.stdout
 
