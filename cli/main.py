@@ -14,6 +14,7 @@ _COMMANDS = [
     ("cli.secrets_cmd", "secrets"),
     ("cli.audit_cmd", "audit"),
     ("cli.rotation_cmd", "rotation"),
+    ("cli.import_cmd", "import_"),
 ]
 
 
