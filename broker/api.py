@@ -20,6 +20,7 @@ from broker.errors import (
     TokenRevoked,
     UsageExhausted,
 )
+from broker.history import history_for_store
 from broker.scope import ALL, environment_contains, pattern_contains, pattern_matches
 from broker.store import Snapshot
 from broker.tokens import Claims, MintRequest, mint, mint_answer
@@ -95,6 +96,15 @@ def authenticate(permission: str | None) -> Claims:
 TOKEN_ENDPOINTS = frozenset(
     f"/api/v1/vault/tokens/{name}" for name in ("generate", "revoke", "revoke-self")
 )
+
+
+def note_target(environment: str, key: str | None = None) -> None:
+    """Put the names a request is about in its audit record, when they are valid names,
+    before authentication: a denied request says which key it wanted."""
+    if names.is_environment(environment):
+        audit(environment=environment)
+        if key is not None and names.is_key(key):
+            audit(key=key)
 
 
 def reject_reserved(environment: str) -> None:
@@ -187,6 +197,7 @@ def generate_token() -> Response:
 @audited("secret.read", query=("version",))
 def read_secret(environment: str, key: str) -> Response:
     reject_reserved(environment)
+    note_target(environment, key)
     claims = authenticate("secrets:read")
     check_environment_scope(claims, environment)
     names.check_key(key)
@@ -213,6 +224,7 @@ def read_secret(environment: str, key: str) -> Response:
 @audited("secret.list", query=("pattern",))
 def list_keys(environment: str) -> Response:
     reject_reserved(environment)
+    note_target(environment)
     claims = authenticate("secrets:list")
     check_environment_scope(claims, environment)
     pattern = names.check_pattern(request.args.get("pattern", ALL), "pattern")
@@ -228,6 +240,7 @@ def list_keys(environment: str) -> Response:
 @audited("secret.batch")
 def batch_read(environment: str) -> Response:
     reject_reserved(environment)
+    note_target(environment)
     claims = authenticate("secrets:read")
     check_environment_scope(claims, environment)
     body = read_json_object()
@@ -268,8 +281,7 @@ def batch_read(environment: str) -> Response:
 @api.get("/history/<environment>/<path:key>")
 @audited("secret.history")
 def key_history(environment: str, key: str) -> Response:
-    from broker.history import history_for_store
-
+    note_target(environment, key)
     claims = authenticate("secrets:list")
     check_environment_scope(claims, environment)
     names.check_key(key)

@@ -182,3 +182,9 @@ def test_unknown_or_repeated_query_parameters_are_400(client, config, query):
     r = client.get(f"/api/v1/vault/dev/PORT{query}", headers=bearer(token))
     assert r.status_code == 400 and r.get_json()["error"]["code"] == "bad_request"
     assert client.get("/api/v1/vault/dev/PORT", headers=bearer(token)).status_code == 200
+
+
+def test_a_denied_read_is_audited_with_the_key_it_wanted(client, config):
+    client.get("/api/v1/vault/dev/DATABASE_URL", headers=bearer("not-a-token"))
+    record = read_audit(config)[-1]
+    assert (record["status"], record["environment"], record["key"]) == (401, "dev", "DATABASE_URL")
