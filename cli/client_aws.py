@@ -10,11 +10,10 @@ JSON object it was.
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 from cli.client_errors import BadRequest
-from cli.client_results import Batch, Secret, Value
+from cli.client_results import Batch, Secret, yaml_scalar
 from cli.gitops_sops import nested
 
 CURRENT_STAGE = "AWSCURRENT"
@@ -35,26 +34,13 @@ def check_stage(version_stage: str | None) -> None:
         )
 
 
-def secret_string(value: Value) -> str:
-    """A value as YAML writes it (and as run-with-secrets injects it): "42", "true"."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return ".nan"
-        if math.isinf(value):
-            return ".inf" if value > 0 else "-.inf"
-        return repr(value)
-    return str(value)
-
-
 def secret_value(secret: Secret, version_asked: bool) -> dict[str, Any]:
     """GetSecretValue's answer for `secret`: Name, VersionId, SecretString, VersionStages
     (["AWSCURRENT"] unless a VersionId was asked for) and CreatedDate (the commit's time)."""
     return {
         "Name": f"{secret.environment}/{secret.key}",
         "VersionId": secret.version,
-        "SecretString": secret_string(secret.value),
+        "SecretString": yaml_scalar(secret.value),
         "VersionStages": [] if version_asked else [CURRENT_STAGE],
         "CreatedDate": secret.committed_at,
     }

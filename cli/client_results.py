@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -106,3 +107,16 @@ class MintedToken:
             ),
             answer_json=answer_json,
         )
+
+
+def yaml_scalar(value: Value) -> str:
+    """A value as YAML writes it (and as run-with-secrets injects it): "42", "true"."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ".nan"
+        if math.isinf(value):
+            return ".inf" if value > 0 else "-.inf"
+        return repr(value)
+    return str(value)

@@ -5,12 +5,12 @@ Pure except for `fetch_batch` (which talks to the broker through VaultClient).
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cli.client import Batch, TokenRequest, Value, VaultClient
+from cli.client_results import yaml_scalar
 
 READER_PERMISSIONS = ("secrets:read", "secrets:list")
 READER_TTL_MINUTES = 5
@@ -58,19 +58,6 @@ def fetch_batch(reader: VaultClient, environment: str, key_pattern: str) -> Batc
 def env_name(key: str) -> str:
     """`API_KEYS/openai` -> `API_KEYS_OPENAI`: upper-cased, anything outside [A-Za-z0-9_] -> _."""
     return _NOT_IN_NAME.sub("_", key.upper())
-
-
-def yaml_scalar(value: Value) -> str:
-    """A value as YAML writes it: strings as they are, 42, 1.5, true, false, .inf."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return ".nan"
-        if math.isinf(value):
-            return ".inf" if value > 0 else "-.inf"
-        return repr(value)
-    return str(value)
 
 
 def variables_for(environment: str, values: Mapping[str, Value]) -> tuple[InjectedVar, ...]:
