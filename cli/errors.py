@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import IO, Any
+import functools
+from collections.abc import Callable
+from typing import IO, Any, TypeVar
 
 import click
 
@@ -18,3 +20,22 @@ class CliError(click.ClickException):
 
     def show(self, file: IO[Any] | None = None) -> None:
         click.echo(f"error: {self.format_message()}", err=True, file=file)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def one_line_errors(*failures: type[Exception]) -> Callable[[F], F]:
+    """Turn a library's `failures` into `error: <one line>` and exit 1."""
+
+    def decorate(command: F) -> F:
+        @functools.wraps(command)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return command(*args, **kwargs)
+            except failures as exc:
+                raise CliError(str(exc)) from None
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate

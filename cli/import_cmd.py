@@ -5,7 +5,6 @@ Thin Click commands over cli.importers (planning, writing) and its sources.
 
 from __future__ import annotations
 
-import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any, TypeVar
 import click
 
 from broker.history import HistoryError
-from cli.errors import CliError
+from cli.errors import CliError, one_line_errors
 from cli.gitops import GitOpsError, open_checkout
 from cli.gitops_sops import SopsError
 from cli.importers import (
@@ -30,17 +29,7 @@ from cli.importers import (
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _one_line_errors(command: F) -> F:
-    """Turn the library's failures into `error: <one line>` and exit 1."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except (ImportFailed, GitOpsError, SopsError, HistoryError) as exc:
-            raise CliError(str(exc)) from None
-
-    return wrapper  # type: ignore[return-value]
+_one_line_errors = one_line_errors(ImportFailed, GitOpsError, SopsError, HistoryError)
 
 
 def _common(command: F) -> F:

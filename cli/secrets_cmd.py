@@ -5,7 +5,6 @@ Thin Click commands over cli.gitops (changes and reading) and cli.gitops_check (
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from collections.abc import Callable
@@ -15,7 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from broker.history import HistoryError
-from cli.errors import CliError
+from cli.errors import CliError, one_line_errors
 from cli.gitops import (
     VALUE_TYPES,
     Checkout,
@@ -37,17 +36,7 @@ from cli.gitops_sops import SopsError
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _one_line_errors(command: F) -> F:
-    """Turn the library's failures into `error: <one line>` and exit 1."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except (GitOpsError, SopsError, HistoryError) as exc:
-            raise CliError(str(exc)) from None
-
-    return wrapper  # type: ignore[return-value]
+_one_line_errors = one_line_errors(GitOpsError, SopsError, HistoryError)
 
 
 _repo = click.option(
