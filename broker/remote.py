@@ -42,6 +42,10 @@ class SyncOutcome:
     failed: bool = False  # the remote could not be fetched
 
 
+class MirrorError(Exception):
+    """The mirror cannot be set up; the message names no URL or credential."""
+
+
 class RemoteMirror:
     def __init__(
         self, url: str, branch: str, cache_dir: Path, allowed_signers: Path | None = None
@@ -67,13 +71,17 @@ class RemoteMirror:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         with self._flock():
             if not (self.git_dir / "HEAD").exists():
-                subprocess.run(
+                init = subprocess.run(
                     ["git", "init", "--quiet", "--bare", str(self.git_dir)],
-                    check=True,
                     capture_output=True,
+                    check=False,
                 )
-            # The remote lives in the mirror's config, never on a command line.
-            self._git("config", "remote.origin.url", self.url, check=True)
+                if init.returncode != 0:
+                    raise MirrorError("cannot create the Git mirror in VANTA_GIT_CACHE")
+            # Set once at start-up; every fetch names `origin`, so the URL (which may carry
+            # credentials) is in no later command line, log line or exception text.
+            if self._git("config", "remote.origin.url", self.url).returncode != 0:
+                raise MirrorError("cannot configure the Git mirror in VANTA_GIT_CACHE")
 
     def _flock(self, blocking: bool = True):  # type: ignore[no-untyped-def]
         return _FileLock(self.cache_dir / "sync.lock", blocking)
@@ -130,11 +138,13 @@ class RemoteMirror:
             if self._git("merge-base", "--is-ancestor", served, tip).returncode != 0:
                 return "non_fast_forward"
         if self.allowed_signers is not None:
-            span = (
-                [tip]
-                if served is None
-                else self._git("rev-list", f"{served}..{tip}", check=True).stdout.split()
-            )
+            if served is None:
+                span = [tip]
+            else:
+                listed = self._git("rev-list", f"{served}..{tip}")
+                if listed.returncode != 0:
+                    return "unsigned_commit"  # the new commits cannot be checked: refuse
+                span = listed.stdout.split()
             for sha in span:
                 if not self._signed_by_allowed_signer(sha):
                     return "unsigned_commit"

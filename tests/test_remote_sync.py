@@ -23,6 +23,7 @@ from conftest import (
 
 from broker.app import create_app
 from broker.config import SecretValue
+from broker.remote import MirrorError
 
 HOOK_SECRET = "webhook-secret-for-tests"
 
@@ -226,3 +227,14 @@ def test_two_brokers_serve_a_pushed_commit_after_webhooks(remote_config, secrets
     finally:
         for broker in brokers:
             stop_broker(broker)
+
+
+def test_a_mirror_that_cannot_be_set_up_names_no_remote_url(remote_config, tmp_path):
+    cache = tmp_path / "broken-cache"
+    (cache / "mirror.git").mkdir(parents=True)
+    (cache / "mirror.git" / "HEAD").write_text("garbage\n")  # not a repository git accepts
+    secret_url = "https://deploy:ghp_SECRETTOKEN@git.example.com/org/secrets.git"
+    cfg = replace(remote_config, git_remote=SecretValue(secret_url), git_cache=cache)
+    with pytest.raises(MirrorError) as caught:
+        create_app(cfg, background=False)
+    assert "ghp_SECRETTOKEN" not in str(caught.value) and "example.com" not in str(caught.value)
