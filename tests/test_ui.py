@@ -25,6 +25,7 @@ from conftest import (
     stop_broker,
 )
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -228,6 +229,18 @@ def browser(tmp_path: Path) -> Iterator[WebDriver]:
     driver.quit()
 
 
+def wait_text(driver: WebDriver, css: str, text: str) -> None:
+    """Wait until the element shows ``text``, riding out a page that is being replaced.
+
+    Between a click and the next page, an element found on the old document can vanish
+    before its text is read; Chromium then answers with a stale-element error or with
+    "Node with given id does not belong to the document". Both mean "not yet".
+    """
+    WebDriverWait(driver, WAIT_SECONDS, ignored_exceptions=(WebDriverException,)).until(
+        EC.text_to_be_present_in_element((By.CSS_SELECTOR, css), text)
+    )
+
+
 @dataclass
 class Pages:
     """Every page the browser showed, to search for values afterwards."""
@@ -236,9 +249,7 @@ class Pages:
     sources: dict[str, str] = field(default_factory=dict)
 
     def wait_heading(self, text: str) -> None:
-        WebDriverWait(self.driver, WAIT_SECONDS).until(
-            EC.text_to_be_present_in_element((By.CSS_SELECTOR, "main h1"), text)
-        )
+        wait_text(self.driver, "main h1", text)
 
     def keep(self, name: str, screenshot: bool = True) -> None:
         self.sources[name] = self.driver.page_source
@@ -323,9 +334,7 @@ def test_sign_in_browse_history_filter_the_audit_and_sign_out(
     pages.keep("audit")
 
     browser.find_element(By.CSS_SELECTOR, "form.signout button").click()
-    WebDriverWait(browser, WAIT_SECONDS).until(
-        EC.text_to_be_present_in_element((By.CSS_SELECTOR, "main"), "You are signed out")
-    )
+    wait_text(browser, "main", "You are signed out")
     pages.keep("signed-out", screenshot=False)
     assert "vanta_session" not in {c["name"] for c in browser.get_cookies()}
     browser.get(f"{dashboard.url}/ui/env/prod")
