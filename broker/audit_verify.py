@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from broker.audit import GENESIS, canonical, record_hash
 
 HASH_RE = re.compile(r"[0-9a-f]{64}")
@@ -107,9 +109,12 @@ def _whole_record(line: bytes, whole: bool) -> dict[str, Any] | str:
     for field in ("prev_hash", "hash"):
         if not is_hash(record.get(field)):
             return f"no {field} of 64 lowercase hex digits: the line was changed"
-    if record_hash(record) != record["hash"]:
-        return "hash does not match the record: the line was changed"
-    if canonical(record) != line:
+    try:
+        if record_hash(record) != record["hash"]:
+            return "hash does not match the record: the line was changed"
+        if canonical(record) != line:
+            return "not in canonical JSON form: the line was edited"
+    except orjson.JSONEncodeError:  # e.g. an integer past 64 bits: no broker wrote it
         return "not in canonical JSON form: the line was edited"
     return record
 

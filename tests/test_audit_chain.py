@@ -15,6 +15,8 @@ import pytest
 import requests
 from click.testing import CliRunner
 from conftest import bearer, make_token, read_audit, start_broker, stop_broker
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from broker.app import create_app
 from broker.audit import GENESIS, AuditLog, canonical, record_hash
@@ -255,6 +257,24 @@ def test_verify_needs_existing_files(tmp_path):
     assert verify_cli(str(tmp_path / "missing.jsonl")).returncode == 2
 
 
+# -- canonical JSON ----------------------------------------------------------------------------
+
+_JSON_TEXT = st.text(st.characters(codec="utf-8"))  # any code point a record can hold
+_AUDIT_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | _JSON_TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_JSON_TEXT, inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(_JSON_TEXT, _AUDIT_VALUES, max_size=8))
+def test_canonical_json_is_byte_for_byte_what_json_dumps_writes(record):
+    # The chain's hashes are defined by the json.dumps form; orjson must write the same bytes.
+    expected = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert canonical(record) == expected.encode("utf-8")
+
+
 # -- vanta-cli audit verify: each kind of tampering --------------------------------------------
 
 
@@ -314,6 +334,15 @@ def invalid_utf8(lines: list[bytes]) -> list[bytes]:
     return lines[:4] + [lines[4].replace(b'"event"', b'"ev\xff\xfent"')] + lines[5:]
 
 
+def huge_integer(lines: list[bytes]) -> list[bytes]:
+    # Valid JSON, but past what any broker writes (orjson cannot even encode it back).
+    return (
+        lines[:4]
+        + [lines[4].replace(b'"status":', b'"status":1' + b"0" * 30 + b',"s":', 1)]
+        + lines[5:]
+    )
+
+
 def first_forged(lines: list[bytes]) -> list[bytes]:
     # A whole new first record that starts at 64 zeros: the old first no longer chains.
     return [rechained(dict(json.loads(lines[0]), subject="forged"), GENESIS)] + lines
@@ -334,6 +363,7 @@ def first_forged(lines: list[bytes]) -> list[bytes]:
         (garbage, 5, "JSON"),
         (cut_short, 9, "unfinished"),
         (invalid_utf8, 5, "UTF-8"),
+        (huge_integer, 5, "canonical"),
         (first_forged, 1, "inserted"),
     ],
 )

@@ -53,7 +53,7 @@ def test_rotation_under_concurrent_load_keeps_one_chain(config, tmp_path):
     assert chain_breaks(files) == []
     assert sum(len(p.read_text().splitlines()) for p in files) == 120
     # Each file's first record chains onto the previous file's last.
-    for older, newer in zip(files, files[1:]):
+    for older, newer in zip(files, files[1:], strict=False):
         if newer.read_text():
             first = json.loads(newer.read_text().splitlines()[0])
             assert first["prev_hash"] == json.loads(older.read_text().splitlines()[-1])["hash"]
