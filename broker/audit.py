@@ -104,6 +104,8 @@ class AuditLog:
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._pid = 0
+        self._file_id: tuple[int, int] = (0, 0)  # (device, inode) of the open file
+        self._size = 0  # the file's size, read under the lock
         self._tail: tuple[int, str] | None = None  # (file size, last hash) when we last wrote
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -112,20 +114,20 @@ class AuditLog:
         except OSError:
             raise AuditUnavailable() from None
 
-    def _open(self) -> int:
-        """The file's descriptor, reopened after a fork or when the path now names another
-        file (moved or removed by an operator), so no record goes to an unlinked inode."""
-        if self._fd is not None and self._pid == os.getpid():
-            try:
-                if os.stat(self.path).st_ino == os.fstat(self._fd).st_ino:
-                    return self._fd
-            except OSError:
-                pass
-            os.close(self._fd)
+    def _open(self, fresh: bool = False) -> int:
+        """This process's descriptor of the audit file: opened once, again after a fork,
+        and again when `fresh` (the path names another file now: rotated, moved or
+        removed by an operator), so no record goes to an unlinked inode."""
+        if self._fd is not None and self._pid == os.getpid() and not fresh:
+            return self._fd
+        if self._fd is not None:
+            os.close(self._fd)  # after a fork, the child's copy: the parent keeps its own
         self._fd = None
         # Read-write so the chain's tail can be read through the same descriptor.
         self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         self._pid = os.getpid()
+        st = os.fstat(self._fd)
+        self._file_id = (st.st_dev, st.st_ino)
         self._tail = None
         return self._fd
 
@@ -137,19 +139,26 @@ class AuditLog:
             self.log = log
 
         def __enter__(self) -> int:
-            self.log._lock.acquire()
+            log = self.log
+            log._lock.acquire()
             try:
+                fresh = False
                 while True:
-                    fd = self.log._open()
+                    fd = log._open(fresh)
                     fcntl.flock(fd, fcntl.LOCK_EX)
+                    # One stat under the lock says both that the path still names this
+                    # file and its size (every writer changes it only under this lock).
                     try:
-                        if os.stat(self.log.path).st_ino == os.fstat(fd).st_ino:
-                            return fd
+                        st = os.stat(log.path)
                     except FileNotFoundError:
-                        pass
+                        st = None
+                    if st is not None and (st.st_dev, st.st_ino) == log._file_id:
+                        log._size = st.st_size
+                        return fd
                     fcntl.flock(fd, fcntl.LOCK_UN)
+                    fresh = True
             except OSError:
-                self.log._lock.release()
+                log._lock.release()
                 raise
 
         def __exit__(self, *exc: object) -> None:
@@ -203,7 +212,7 @@ class AuditLog:
         line could not be handed to the operating system whole."""
         try:
             with self._locked() as fd:
-                size = os.fstat(fd).st_size
+                size = self._size
                 if self._tail is not None and self._tail[0] == size:
                     prev = self._tail[1]
                 elif (quick := _quick_tail_hash(fd, size)) is not None:
