@@ -2,9 +2,11 @@
 
 A files-backend repository keeps refs as loose files (`refs/heads/main`, one line) and in
 `packed-refs`; Git replaces a loose ref by renaming a new file over it, so one read gives
-either the old or the new commit, whole. Reading two or three small files costs a few
-microseconds, cheap enough to do on every request, and reading their content (not their
-timestamps) means a new commit can never be missed. Whatever these files cannot answer
+either the old or the new commit, whole. Each request checks the files again: a file
+settled for RACY_SECONDS costs one stat, and its content is reread as soon as its inode,
+size or timestamps change; a file written more recently is always reread (Git's own
+"racy clean" rule: a rewrite within one timestamp tick looks unchanged). So a new commit
+is never missed, and no `git` process runs per request. Whatever these files cannot answer
 for certain (a reftable repository, a broken or dangling ref, an odd name) gives None, and
 the caller asks `git` instead.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import time
 from pathlib import Path
 
@@ -29,8 +32,8 @@ _OBJECT_ID = re.compile(rb"[0-9a-f]{40}")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_./-]+")
 MAX_SYMREF_DEPTH = 5
 MAX_REMEMBERED_PATHS = 256
-# A packed-refs file changed this recently may change again within one timestamp tick, so
-# its parsed form is trusted only once it is older than this (Git's "racy clean" rule).
+# A ref file changed this recently may change again within one timestamp tick, so what was
+# read from it is trusted only once it is older than this (Git's "racy clean" rule).
 RACY_SECONDS = 2.0
 _PER_WORKTREE_PREFIXES = ("refs/bisect/", "refs/worktree/", "refs/rewritten/")
 
@@ -45,8 +48,9 @@ MISSING = _Missing()
 class RefReader:
     """Resolves ref names to object ids from a repository's loose refs and packed-refs."""
 
-    def __init__(self, git_dir: Path, common_dir: Path) -> None:
+    def __init__(self, git_dir: Path, common_dir: Path, racy_seconds: float = RACY_SECONDS) -> None:
         self.git_dir = str(git_dir)
+        self.racy_seconds = racy_seconds
         self.common_dir = str(common_dir)
         self.packed_refs_path = os.path.join(self.common_dir, "packed-refs")
         # reftable keeps refs in binary tables this reader does not parse: git answers.
@@ -54,6 +58,8 @@ class RefReader:
         self._packed: dict[str, str] = {}
         self._packed_stat: tuple[int, int, int, int] | None = None
         self._paths: dict[str, str] = {}  # full ref name -> its loose file
+        # loose file -> (its identity and timestamps, its content), for settled files only
+        self._contents: dict[str, tuple[tuple[int, int, int, int, int], bytes]] = {}
 
     def resolve(self, name: str) -> str | None:
         """The object id (hex) that `git rev-parse name` would start from, or None when the
@@ -90,15 +96,36 @@ class RefReader:
             if len(self._paths) < MAX_REMEMBERED_PATHS:
                 self._paths[full_name] = path
         try:
-            fd = os.open(path, os.O_RDONLY)
+            st = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
             return None
+        remembered = self._contents.get(path)
+        if remembered is not None and remembered[0] == _file_key(st):
+            return remembered[1]  # one stat when the file has not changed
+        if not stat.S_ISREG(st.st_mode):
+            return None  # refs/remotes/<name> is a directory of that remote's refs
         try:
-            return os.read(fd, 4096)
-        except IsADirectoryError:  # refs/remotes/<name> is a directory of that remote's refs
+            fd = os.open(path, os.O_RDONLY)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
+        try:
+            opened = os.fstat(fd)  # the file read, which may be newer than the one stat saw
+            content = os.read(fd, 4096)
         finally:
             os.close(fd)
+        # A file written within RACY_SECONDS could be rewritten with the same size and
+        # timestamps (and a reused inode): only a settled file's content is remembered.
+        if self._settled(opened):
+            if len(self._contents) >= MAX_REMEMBERED_PATHS:
+                self._contents.clear()
+            self._contents[path] = (_file_key(opened), content)
+        else:
+            self._contents.pop(path, None)
+        return content
+
+    def _settled(self, st: os.stat_result) -> bool:
+        """Neither written nor changed within the racy window."""
+        return time.time() - max(st.st_mtime, st.st_ctime) > self.racy_seconds
 
     def _packed_refs(self) -> dict[str, str]:
         try:
@@ -110,9 +137,13 @@ class RefReader:
         if key == self._packed_stat:
             return self._packed
         packed = parse_packed_refs(Path(self.packed_refs_path).read_bytes())
-        settled = time.time() - st.st_mtime > RACY_SECONDS
-        self._packed, self._packed_stat = packed, key if settled else None
+        self._packed, self._packed_stat = packed, key if self._settled(st) else None
         return packed
+
+
+def _file_key(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    """What changes when a file is replaced or rewritten (Git renames a new file over a ref)."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def parse_packed_refs(data: bytes) -> dict[str, str]:

@@ -3,7 +3,9 @@ always the committed tree, never the work tree; memo tables bounded."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -194,3 +196,52 @@ def test_memo_tables_stay_bounded():
         memo.put(i, i)
         assert len(memo._data) <= 3
     assert memo.get(9) == 9
+
+
+RACY = 0.05  # the reader's racy window in these tests (2 s in the broker)
+
+
+def wait_settled(*paths: Path) -> None:
+    """Poll until the files are older than the racy window, so the reader remembers them."""
+    deadline = time.monotonic() + 10
+    while any(time.time() - max(p.stat().st_mtime, p.stat().st_ctime) <= RACY for p in paths):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def test_a_remembered_ref_is_followed_when_git_moves_it(secrets_repo: SecretsRepo):
+    first = secrets_repo.commits[-1]
+    second = secrets_repo.write_and_commit("prod", {"API_KEY": "b"}, "secrets: b")
+    git_dir = secrets_repo.path / ".git"
+    ref = git_dir / "refs" / "heads" / "main"
+    reader = RefReader(git_dir, git_dir, racy_seconds=RACY)
+    for target in (first, second, first, second):
+        git(secrets_repo.path, "update-ref", "refs/heads/main", target)
+        assert reader.resolve("HEAD") == target  # a fresh file: read
+        wait_settled(ref, git_dir / "HEAD")
+        assert reader.resolve("HEAD") == target  # settled: read once more, then remembered
+        assert reader.resolve("HEAD") == target
+
+
+def test_a_remembered_ref_rewritten_in_place_with_its_old_mtime_is_still_followed(
+    secrets_repo: SecretsRepo,
+):
+    # Same inode, same size, same mtime: only the change time gives the rewrite away.
+    first = secrets_repo.commits[-1]
+    second = secrets_repo.write_and_commit("prod", {"API_KEY": "b"}, "secrets: b")
+    git_dir = secrets_repo.path / ".git"
+    ref = git_dir / "refs" / "heads" / "main"
+    reader = RefReader(git_dir, git_dir, racy_seconds=RACY)
+    wait_settled(ref, git_dir / "HEAD")
+    assert reader.resolve("HEAD") == second
+    before = ref.stat()
+    with ref.open("r+") as f:
+        f.write(first + "\n")
+    os.utime(ref, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = ref.stat()
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+        before.st_ino,
+        before.st_size,
+        before.st_mtime_ns,
+    )
+    assert reader.resolve("HEAD") == first
