@@ -8,12 +8,11 @@ import os
 import subprocess
 import time
 import traceback
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Request, Response, current_app, g, request
 from limits.storage import Storage
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -287,66 +286,86 @@ _UNTHROTTLED = ("/healthz", "/readyz")
 
 
 def _begin() -> None:
-    g.request_id = uuid.uuid4().hex
-    g.started = time.perf_counter()
-    view = current_app.view_functions.get(request.endpoint or "")
-    g.audit = {"event": getattr(view, "audit_event", "request")}
-    if (request.content_length or 0) > MAX_BODY_BYTES:
+    # The request and g are bound once: each use of Flask's proxies is a context lookup.
+    req: Request = request._get_current_object()  # type: ignore[attr-defined]
+    ctx = g._get_current_object()  # type: ignore[attr-defined]
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    ctx.request_id = os.urandom(16).hex()
+    ctx.started = time.perf_counter()
+    view = app.view_functions.get(req.endpoint or "")
+    ctx.audit = {"event": getattr(view, "audit_event", "request")}
+    if (req.content_length or 0) > MAX_BODY_BYTES:
         raise PayloadTooLarge()  # also where no route reads a body
-    limits = g_parts().limits
-    if limits is not None and request.path not in _UNTHROTTLED:
-        retry_after = limits.throttled(request.remote_addr or "-")
+    path = req.path
+    limits = app.extensions["vanta"].limits
+    if limits is not None and path not in _UNTHROTTLED:
+        retry_after = limits.throttled(req.remote_addr or "-")
         if retry_after is not None:
             raise RateLimited(retry_after)
     if (
-        request.method in ("HEAD", "OPTIONS")
-        and request.path.startswith("/api/")
-        and request.routing_exception is None
+        req.method in ("HEAD", "OPTIONS")
+        and path.startswith("/api/")
+        and req.routing_exception is None
     ):
         # Flask answers these implicitly; a HEAD would count a use and leave no value.
-        allowed = sorted((request.url_rule.methods or set()) - {"HEAD", "OPTIONS"})
+        allowed = sorted((req.url_rule.methods or set()) - {"HEAD", "OPTIONS"})
         raise MethodNotAllowed(allow=tuple(allowed))
-    check_query(getattr(view, "query_params", None))
+    allowed_query = getattr(view, "query_params", None)
+    if allowed_query is not None and req.args:
+        check_query(allowed_query)
 
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def _finish(response: Response) -> Response:
-    limits = g_parts().limits
-    if response.status_code == 401 and limits is not None:
+    req: Request = request._get_current_object()  # type: ignore[attr-defined]
+    ctx = g._get_current_object()  # type: ignore[attr-defined]
+    parts: Parts = current_app.extensions["vanta"]
+    if response.status_code == 401 and parts.limits is not None:
         try:
-            limits.note_auth_failure(request.remote_addr or "-")
+            parts.limits.note_auth_failure(req.remote_addr or "-")
         except StateUnavailable:
             log.error("could not count a failed authentication")
-    if request.path.startswith("/api/") and request.path not in _UNAUDITED:
-        response = _write_audit(response)
-    response.headers["X-Request-Id"] = g.get("request_id", "")
-    _count(response)
-    _log_request(response)
+    path = req.path
+    if path.startswith("/api/") and path not in _UNAUDITED:
+        response = _write_audit(response, req, ctx, parts)
+    request_id = ctx.get("request_id", "")
+    response.headers["X-Request-Id"] = request_id
+    rule = req.url_rule.rule if req.url_rule else None
+    elapsed = time.perf_counter() - ctx.get("started", time.perf_counter())
+    _count(parts.metrics, rule, req.method, response.status_code, elapsed, ctx)
+    claims = ctx.get("claims")
+    log.info(
+        "%s %s %d %.1fms request_id=%s jti=%s",
+        req.method,
+        rule or "-",
+        response.status_code,
+        elapsed * 1000,
+        request_id,
+        claims.jti if claims else "-",
+    )
     return response
 
 
-def _count(response: Response) -> None:
-    metrics = g_parts().metrics
-    endpoint = request.url_rule.rule if request.url_rule else "unmatched"
-    method = request.method if request.method in _METHODS else "other"
-    metrics.requests.labels(endpoint, method, str(response.status_code)).inc()
-    metrics.duration.labels(endpoint).observe(time.perf_counter() - g.get("started", 0.0))
-    if g.get("error_code") == "usage_exhausted":
+def _count(
+    metrics: Metrics, rule: str | None, method: str, status: int, elapsed: float, ctx: Any
+) -> None:
+    metrics.count_request(
+        rule or "unmatched", method if method in _METHODS else "other", status, elapsed
+    )
+    if ctx.get("error_code") == "usage_exhausted":
         metrics.usage_exhausted.inc()
 
 
-def _write_audit(response: Response) -> Response:
+def _write_audit(response: Response, req: Request, ctx: Any, parts: Parts) -> Response:
     """Append this request's audit record; if that fails, no answer but a 503 leaves."""
-    parts: Parts = g_parts()
-    fields: dict[str, Any] = g.get("audit", {"event": "request"})
+    fields: dict[str, Any] = ctx.get("audit") or {"event": "request"}
     status = response.status_code
-    error = g.get("error_code") if status >= 400 else None
     record = {
         "ts": now_rfc3339_ms(),
         "event": fields.get("event", "request"),
-        "request_id": g.get("request_id"),
+        "request_id": ctx.get("request_id"),
         "jti": fields.get("jti"),
         "subject": fields.get("subject"),
         "environment": fields.get("environment"),
@@ -354,16 +373,17 @@ def _write_audit(response: Response) -> Response:
         "keys": fields.get("keys"),
         "pattern": fields.get("pattern"),
         "version": fields.get("version"),
-        "client_ip": request.remote_addr,
-        "client_cert": _client_cert_subject(),
+        "client_ip": req.remote_addr,
+        "client_cert": _client_cert_subject(req.environ),
         "outcome": "success"
         if status < 400
         else ("denied" if status in (401, 403, 409) else "error"),
         "status": status,
-        "error": error,
+        "error": ctx.get("error_code") if status >= 400 else None,
     }
     # Event-specific fields (minted_jti, revoked_jti, refused_commit, ...) ride along.
-    record.update({k: v for k, v in fields.items() if k not in record})
+    for name in fields.keys() - record.keys():
+        record[name] = fields[name]
     try:
         parts.audit.append(record)
     except AuditUnavailable as exc:
@@ -374,9 +394,9 @@ def _write_audit(response: Response) -> Response:
     return response
 
 
-def _client_cert_subject() -> str | None:
+def _client_cert_subject(environ: dict[str, Any]) -> str | None:
     """The verified client certificate's subject under mutual TLS (e.g. "CN=billing,O=Acme")."""
-    sock = request.environ.get("gunicorn.socket")
+    sock = environ.get("gunicorn.socket")
     getpeercert = getattr(sock, "getpeercert", None)
     if getpeercert is None:
         return None
@@ -418,17 +438,3 @@ def g_parts() -> Parts:
     from flask import current_app
 
     return current_app.extensions["vanta"]
-
-
-def _log_request(response: Response) -> None:
-    rule = request.url_rule.rule if request.url_rule else "-"
-    claims = g.get("claims")
-    log.info(
-        "%s %s %d %.1fms request_id=%s jti=%s",
-        request.method,
-        rule,
-        response.status_code,
-        (time.perf_counter() - g.get("started", time.perf_counter())) * 1000,
-        g.get("request_id"),
-        claims.jti if claims else "-",
-    )

@@ -9,6 +9,7 @@ key name, subject or token: `endpoint` is the Flask URL rule.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -67,6 +68,20 @@ class Metrics:
         )
         for result in SYNC_RESULTS:
             self.git_sync.labels(result=result)
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def count_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
+        """One answered request: its count by endpoint, method and status, and its time."""
+        key = (endpoint, method, status)
+        children = self._children.get(key)
+        if children is None:  # labels() validates and locks: once per label set, not per request
+            children = (
+                self.requests.labels(endpoint, method, str(status)),
+                self.duration.labels(endpoint),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""
