@@ -338,6 +338,13 @@ def report(bench: Bench, args: argparse.Namespace) -> None:
     print(f"  {'measure':<34} {'value':>9}  {'target':<20} verdict")
     for name, value, target, ok in rows:
         print(f"  {name:<34} {value:>9}  {target:<20} {verdict(ok)}")
+    health_cpu = statistics.median(healthz.server_cpu_us)
+    print(
+        "  server CPU per request, /healthz over read: "
+        f"{health_cpu / statistics.median(read.server_cpu_us):.2f} unlimited, "
+        f"{health_cpu / statistics.median(limited.server_cpu_us):.2f} usage-limited "
+        "(the throughput ratio without the load generator's share of the CPU)"
+    )
 
 
 if __name__ == "__main__":
