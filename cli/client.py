@@ -12,7 +12,8 @@ per broker error code, a cache, retries and a circuit breaker. Thread-safe.
 Every request goes through `VaultClient._send`: reads are answered from the cache while
 fresh (no request, no use of a limited token), identical reads in flight at once share
 one request, calls fail fast while the circuit breaker is open, transport errors and
-502/503/504 are retried with full-jitter backoff (tenacity), and when the broker stays
+502/503/504 are retried with full-jitter backoff (tenacity; a POST only while it cannot
+have been carried out), and when the broker stays
 unreachable or answers 502/503/504 a cached answer up to `max_stale` old is served with
 a logged warning. The transport is a `requests.Session` that may be passed in (a test
 mounts an adapter over the Flask app; a service shares its pool).

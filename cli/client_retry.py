@@ -1,6 +1,12 @@
 """Retries for the SDK (SPEC §12): transport errors and 502/503/504 only, exponential
 backoff with full jitter, each attempt bounded by the client's timeout.
 
+A POST (a mint, a batch read) may have been carried out when its answer was lost: a
+second attempt would mint a second token or use a usage-limited token twice. So a POST
+is retried only when it provably never reached the broker (the connection was refused
+or could not be opened in time) or when the broker answered 503 (it refused the request
+and counted nothing); a reset or a timeout after sending, a 502 or a 504 end it.
+
 tenacity does the looping: `wait_random_exponential` is the "full jitter" of AWS's
 backoff article (each wait drawn uniformly from 0 to min(cap, base * 2**n)), and it
 composes retry-on-exception with retry-on-result, which urllib3's Retry (living inside
@@ -16,6 +22,7 @@ from dataclasses import dataclass
 
 import requests
 import tenacity
+import urllib3
 
 RETRY_STATUSES = frozenset({502, 503, 504})
 
@@ -47,8 +54,25 @@ def is_transient(exc: BaseException) -> bool:
     )
 
 
+def never_sent(exc: BaseException) -> bool:
+    """The request never left: the connection was refused or not opened in time."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    if isinstance(exc, requests.exceptions.SSLError) or not isinstance(
+        exc, requests.ConnectionError
+    ):
+        return False
+    reason = exc.args[0] if exc.args else None
+    reason = getattr(reason, "reason", reason)  # urllib3's MaxRetryError wraps the cause
+    return isinstance(reason, urllib3.exceptions.NewConnectionError)
+
+
 def _retryable_answer(response: requests.Response) -> bool:
     return response.status_code in RETRY_STATUSES
+
+
+def _retryable_post_answer(response: requests.Response) -> bool:
+    return response.status_code == 503
 
 
 def _log_retry(state: tenacity.RetryCallState) -> None:
@@ -65,15 +89,24 @@ def send_with_retries(
     attempt: Callable[[], requests.Response],
     policy: RetryPolicy,
     sleep: Callable[[float], None] = time.sleep,
+    *,
+    idempotent: bool = True,
 ) -> requests.Response:
     """The first answer that is not 502/503/504, else the last one; or the last
-    transport exception, raised as requests raised it. Anything else raises at once."""
+    transport exception, raised as requests raised it. Anything else raises at once.
+    Not `idempotent` (a POST): only requests never sent and 503 answers are retried."""
+    if idempotent:
+        retry = tenacity.retry_if_exception(is_transient) | tenacity.retry_if_result(
+            _retryable_answer
+        )
+    else:
+        retry = tenacity.retry_if_exception(never_sent) | tenacity.retry_if_result(
+            _retryable_post_answer
+        )
     retrying = tenacity.Retrying(
         stop=tenacity.stop_after_attempt(policy.retries + 1),
         wait=tenacity.wait_random_exponential(multiplier=policy.backoff, max=policy.backoff_max),
-        retry=(
-            tenacity.retry_if_exception(is_transient) | tenacity.retry_if_result(_retryable_answer)
-        ),
+        retry=retry,
         before_sleep=_log_retry,
         retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
         sleep=sleep,

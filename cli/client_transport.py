@@ -3,7 +3,8 @@ circuit breaker, retries, stale answers. The one path every request takes.
 
 A read (`cache=True`) is answered from memory while fresh; identical reads in flight at
 once share one request; while the breaker is open calls fail fast; transport errors and
-502/503/504 are retried (cli.client_retry); when the broker stays unreachable or keeps
+502/503/504 are retried (cli.client_retry; a POST only while it cannot have been carried
+out); when the broker stays unreachable or keeps
 answering 502/503/504, a cached answer up to `max_stale` old is returned and a warning
 logged. A 401 or 403 empties the cache. Thread-safe.
 """
@@ -102,7 +103,9 @@ class Transport:
             return self._stale_or_raise(key, method, path, self._circuit_open(admission))
         try:
             response = send_with_retries(
-                lambda: self._attempt(method, path, params, json), self._retry
+                lambda: self._attempt(method, path, params, json),
+                self._retry,
+                idempotent=method == "GET",
             )
         except requests.RequestException as exc:
             error = self._transport_error(exc)

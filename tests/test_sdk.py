@@ -5,6 +5,7 @@ the broker is gone, retries, the circuit breaker, AWS Secrets Manager's shape, t
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import shutil
@@ -17,6 +18,7 @@ from datetime import datetime
 import pytest
 import requests
 import responses
+import urllib3
 from conftest import DEV_SECRETS, bearer, git, make_token, read_audit, start_broker, stop_broker
 
 from cli.client import (
@@ -28,9 +30,11 @@ from cli.client import (
     RateLimited,
     ScopeDenied,
     TokenInvalid,
+    TokenRequest,
     TokenRevoked,
     UsageExhausted,
     VaultClient,
+    VaultError,
 )
 from cli.client_retry import RetryPolicy, send_with_retries
 
@@ -261,6 +265,83 @@ def test_a_real_503_is_retried(running_broker, config, secrets_repo):
         client.get("broken", "A")
     records = [r for r in read_audit(config) if r["event"] == "secret.read"]
     assert [r["status"] for r in records] == [503, 503, 503]
+
+
+BATCH_PATH = "/api/v1/vault/dev/batch"
+TOKEN_PATH = "/api/v1/vault/tokens/generate"
+
+
+def refused() -> requests.ConnectionError:
+    """What requests raises when nothing listens: the request never left."""
+    cause = urllib3.exceptions.NewConnectionError(None, "Connection refused")
+    return requests.ConnectionError(urllib3.exceptions.MaxRetryError(None, "/", cause))
+
+
+def test_a_post_whose_answer_was_lost_is_not_sent_again(running_broker, config):
+    # The broker counted the use, then the answer was lost: a second attempt would come
+    # back usage_exhausted and hide what happened.
+    token = make_token(config, usage_limit=1)
+    client = sdk(running_broker.url, token, retries=3, cache_ttl=0)
+
+    def carried_out_then_lost(request: requests.PreparedRequest):
+        real = http.client.HTTPConnection(running_broker.url.removeprefix("http://"), timeout=30)
+        real.request("POST", BATCH_PATH, body=request.body, headers=dict(request.headers))
+        assert real.getresponse().status == 200
+        real.close()
+        raise requests.ReadTimeout("read timed out")
+
+    with responses.RequestsMock() as scripted:
+        scripted.add_callback(
+            responses.POST, running_broker.url + BATCH_PATH, carried_out_then_lost
+        )
+        with pytest.raises(BrokerUnavailable, match="did not answer"):
+            client.read_batch("dev", keys=["PORT"])
+        assert len(scripted.calls) == 1
+    batches = [r for r in read_audit(config) if r["event"] == "secret.batch"]
+    assert [r["status"] for r in batches] == [200]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"body": requests.ReadTimeout("read timed out")},
+        {"body": requests.ConnectionError("connection reset by peer")},
+        {"status": 502},
+        {"status": 504},
+    ],
+    ids=["read-timeout", "reset", "502", "504"],
+)
+def test_a_post_that_may_have_been_carried_out_is_tried_once(running_broker, config, answer):
+    client = sdk(running_broker.url, make_token(config), retries=3, cache_ttl=0)
+    with responses.RequestsMock() as scripted:
+        scripted.add(responses.POST, running_broker.url + TOKEN_PATH, **answer)
+        with pytest.raises(VaultError):
+            client.generate_token(TokenRequest("billing", "dev", "*"))
+        assert len(scripted.calls) == 1
+
+
+def test_a_post_that_never_reached_the_broker_or_got_503_is_retried(running_broker, config):
+    client = sdk(running_broker.url, make_token(config), retries=3, cache_ttl=0)
+    url = running_broker.url + BATCH_PATH
+    with responses.RequestsMock() as scripted:
+        scripted.add(responses.POST, url, body=refused())
+        scripted.add(responses.POST, url, body=requests.exceptions.ConnectTimeout("connect"))
+        scripted.add(responses.POST, url, status=503)
+        scripted.add(responses.PassthroughResponse(responses.POST, url))
+        assert client.read_batch("dev", keys=["PORT"]).values == {"PORT": 8080}
+        assert len(scripted.calls) == 4
+    batches = [r for r in read_audit(config) if r["event"] == "secret.batch"]
+    assert [r["status"] for r in batches] == [200]
+
+
+def test_a_get_is_retried_after_a_timeout(running_broker, config):
+    client = sdk(running_broker.url, make_token(config), retries=3, cache_ttl=0)
+    url = running_broker.url + PORT_PATH
+    with responses.RequestsMock() as scripted:
+        scripted.add(responses.GET, url, body=requests.ReadTimeout("read timed out"))
+        scripted.add(responses.PassthroughResponse(responses.GET, url))
+        assert client.get("dev", "PORT").value == 8080
+        assert len(scripted.calls) == 2
 
 
 def test_backoff_is_full_jitter_within_the_exponential_window():
