@@ -49,6 +49,7 @@ def main() -> None:
     )
     url = f"http://{HOST}:{PORT}"
     venv_bin = ROOT / ".venv" / "bin"
+    cli = shlex.quote(str(venv_bin / "vanta-cli"))
     print(
         f"""
 Vanta Vault (development) on {url}
@@ -64,14 +65,14 @@ Admin token (every environment, every key, every permission; 24 hours):
 Try it (in another terminal, after the two exports):
 
   curl -s -H "Authorization: Bearer $VANTA_TOKEN" {url}/api/v1/vault/dev/DATABASE_URL
-  {shlex.quote(str(venv_bin / "vanta-cli"))} run-with-secrets --environment dev --key-pattern '*' -- env
+  {cli} run-with-secrets --environment dev --key-pattern '*' -- env
 
 Ctrl-C stops the broker.
 """,
         flush=True,
     )
     broker = str(venv_bin / "vanta-broker")
-    os.execve(broker, [broker, "serve", "--host", HOST, "--port", str(PORT)], env)
+    os.execve(broker, [broker, "serve", "--host", HOST, "--port", str(PORT)], env)  # noqa: S606
 
 
 if __name__ == "__main__":
