@@ -107,7 +107,7 @@ def create_app(
         mirror=mirror,
         metrics=metrics,
     )
-    parts.limits = open_rate_limits(config)
+    parts.limits = open_rate_limits(config, parts.state)
     parts.tokens = VerifiedTokens(
         config.keyring,
         issuer=config.jwt_issuer,
@@ -219,12 +219,15 @@ def _start_following(parts: Parts, background: bool) -> None:
         ).start()
 
 
-def open_rate_limits(config: Config) -> RateLimits:
-    """Counters every worker (SQLite) or every broker (Redis) shares."""
+def open_rate_limits(config: Config, state: TokenState | None = None) -> RateLimits:
+    """Counters every worker (SQLite) or every broker (Redis) shares; in the SQLite file
+    of `state`, through its connections."""
     if config.state_url is not None:
         from limits.storage import RedisStorage
 
         storage: Storage = RedisStorage(config.state_url.reveal())
+    elif isinstance(state, SqliteTokenState) and state.path == config.state_db:
+        storage = SqliteLimitStorage(config.state_db, connect=state.connection)
     else:
         storage = SqliteLimitStorage(config.state_db)
     per_token = parse_rate(config.rate_limit) if config.rate_limit else None

@@ -12,6 +12,7 @@ import re
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,10 +50,18 @@ class SqliteLimitStorage(Storage):
 
     STORAGE_SCHEME = ["vanta-sqlite"]
 
-    def __init__(self, path: Path, **options: float | str | bool) -> None:
+    def __init__(
+        self,
+        path: Path,
+        connect: Callable[[], sqlite3.Connection] | None = None,
+        **options: float | str | bool,
+    ) -> None:
+        """`connect` gives this thread's connection to `path`, to share the token state's
+        (one page cache per thread: a usage count written is no other connection's news)."""
         super().__init__(None, wrap_exceptions=False)
         self.path = path
         self._local = threading.local()
+        self._connect = connect
         path.parent.mkdir(parents=True, exist_ok=True)
         self._conn().execute(
             "CREATE TABLE IF NOT EXISTS rate_limits (key TEXT PRIMARY KEY, "
@@ -64,6 +73,8 @@ class SqliteLimitStorage(Storage):
         return sqlite3.Error
 
     def _conn(self) -> sqlite3.Connection:
+        if self._connect is not None:
+            return self._connect()
         return thread_connection(self._local, self.path)
 
     def incr(self, key: str, expiry: float, amount: int = 1) -> int:

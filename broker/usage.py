@@ -91,8 +91,11 @@ class SqliteTokenState:
         except (sqlite3.Error, OSError):
             raise StateUnavailable() from None
 
-    def _conn(self) -> sqlite3.Connection:
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection to the state file (others may share it)."""
         return thread_connection(self._local, self.path)
+
+    _conn = connection
 
     def _execute(self, sql: str, params: tuple = ()) -> sqlite3.Cursor:
         try:
