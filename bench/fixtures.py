@@ -87,8 +87,9 @@ class BenchRepo:
         git(self.path, "commit", "-q", "-m", message)
         return git(self.path, "rev-parse", "HEAD")
 
-    def decrypt_seconds(self, environment: str) -> float:
-        """Wall time of one `sops decrypt` of this environment's file, as the broker runs it."""
+    def decrypt_seconds(self, environment: str, extra_env: dict[str, str] | None = None) -> float:
+        """Wall time of one `sops decrypt` of this environment's file fed on stdin, as a
+        user would run it (the broker also sets GOGC: pass `extra_env` to match)."""
         data = self.file(environment).read_bytes()
         started = time.perf_counter()
         subprocess.run(
@@ -103,7 +104,7 @@ class BenchRepo:
             ],
             input=data,
             capture_output=True,
-            env={**os.environ, "SOPS_AGE_KEY_FILE": str(self.key_file)},
+            env={**os.environ, "SOPS_AGE_KEY_FILE": str(self.key_file), **(extra_env or {})},
             check=True,
         )
         return time.perf_counter() - started
