@@ -8,8 +8,6 @@ caller answers 503 and no secret leaves without its use counted.
 
 from __future__ import annotations
 
-import fcntl
-import os
 import sqlite3
 import threading
 import time
@@ -77,43 +75,8 @@ def thread_connection(local: threading.local, path: Path) -> sqlite3.Connection:
     return conn
 
 
-class WriterLock:
-    """One writer at a time across the threads and processes sharing a state file.
-
-    SQLite lets a second writer fail and retry after a sleep of a millisecond or more;
-    under load that sleep was taken by a quarter of the usage-limited reads. Waiting on
-    an flock (after a thread lock: an flock does not exclude threads sharing the open
-    file) wakes the next writer as soon as the last one is done. The flock is the
-    kernel's, so a killed writer never leaves it held.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._thread_lock = threading.Lock()
-        self._fd: int | None = None
-        self._pid = 0
-
-    def __enter__(self) -> None:
-        self._thread_lock.acquire()
-        try:
-            if self._fd is None or self._pid != os.getpid():  # opened again after a fork
-                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-                self._pid = os.getpid()
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
-        except OSError:
-            self._thread_lock.release()
-            raise StateUnavailable() from None
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            if self._fd is not None:
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
-        finally:
-            self._thread_lock.release()
-
-
 class SqliteTokenState:
-    """Token state in SQLite (WAL mode); one connection per thread, one writer at a time."""
+    """Token state in SQLite (WAL mode); one connection per thread."""
 
     PRUNE_EVERY_SECONDS = 300
 
@@ -121,7 +84,6 @@ class SqliteTokenState:
         self.path = path
         self._local = threading.local()
         self._last_prune = 0.0
-        self._writer = WriterLock(path.with_name(path.name + ".writer-lock"))
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = self._conn()
@@ -142,16 +104,12 @@ class SqliteTokenState:
             self._local.conn = None
             raise StateUnavailable() from None
 
-    def _write(self, sql: str, params: tuple = ()) -> sqlite3.Cursor:
-        with self._writer:
-            return self._execute(sql, params)
-
     def use_one(self, jti: str, limit: int, expires_at: int) -> bool:
         self._maybe_prune()
-        return self._write(_USE_ONE, (jti, expires_at, limit)).rowcount == 1
+        return self._execute(_USE_ONE, (jti, expires_at, limit)).rowcount == 1
 
     def give_back(self, jti: str) -> None:
-        self._write("UPDATE usage SET used = used - 1 WHERE jti = ? AND used > 0", (jti,))
+        self._execute("UPDATE usage SET used = used - 1 WHERE jti = ? AND used > 0", (jti,))
 
     def used(self, jti: str) -> int:
         row = self._execute("SELECT used FROM usage WHERE jti = ?", (jti,)).fetchone()
@@ -161,7 +119,7 @@ class SqliteTokenState:
         return self._execute("SELECT 1 FROM revoked WHERE jti = ?", (jti,)).fetchone() is not None
 
     def revoke(self, jti: str, keep_until: int) -> None:
-        self._write(
+        self._execute(
             "INSERT INTO revoked (jti, expires_at) VALUES (?, ?) ON CONFLICT (jti) "
             "DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)",
             (jti, keep_until),
@@ -169,7 +127,7 @@ class SqliteTokenState:
 
     def record_minted(self, token: MintedToken) -> None:
         self._maybe_prune()
-        self._write(
+        self._execute(
             "INSERT OR REPLACE INTO minted (jti, environment, key_pattern, expires_at) "
             "VALUES (?, ?, ?, ?)",
             (token.jti, token.environment, token.key_pattern, token.expires_at),
@@ -191,4 +149,4 @@ class SqliteTokenState:
         self._last_prune = now
         cutoff = int(now) - RETENTION_SECONDS
         for table in ("usage", "revoked", "minted"):
-            self._write(f"DELETE FROM {table} WHERE expires_at < ?", (cutoff,))  # noqa: S608
+            self._execute(f"DELETE FROM {table} WHERE expires_at < ?", (cutoff,))  # noqa: S608
