@@ -278,7 +278,8 @@ def test_negative_knobs_are_refused(knob):
 
 
 def test_the_cli_goes_through_the_same_client(running_broker, config):
-    # A 502 then a real answer: the CLI's request took the SDK's retry path.
+    # A 503 (the broker said it did nothing) then a real answer: the CLI's request took
+    # the SDK's retry path. A POST is retried only when it cannot have been processed.
     from click.testing import CliRunner
 
     from cli.token_cmd import token as token_group
@@ -286,7 +287,7 @@ def test_the_cli_goes_through_the_same_client(running_broker, config):
     issuer = make_token(config, environment="dev", permissions=(*READER, "tokens:issue"))
     url = running_broker.url + "/api/v1/vault/tokens/generate"
     with responses.RequestsMock() as scripted:
-        scripted.add(responses.POST, url, status=502)
+        scripted.add(responses.POST, url, status=503)
         scripted.add(responses.PassthroughResponse(responses.POST, url))
         result = CliRunner().invoke(
             token_group,
