@@ -36,6 +36,11 @@ class _Gunicorn:  # built lazily so `--help` does not import gunicorn
         from gunicorn.app.base import BaseApplication
 
         gunicorn.http.wsgi.SERVER = "vanta-broker"  # name no framework or version
+        # With reuse_port the arbiter holds no socket: drop its empty "Listening at:" line
+        # (the when_ready hook below says where the workers listen).
+        logging.getLogger("gunicorn.error").addFilter(
+            lambda record: not (record.msg == "Listening at: %s (%s)" and not record.args[0])
+        )
 
         class Application(BaseApplication):
             def load_config(self) -> None:
@@ -190,11 +195,12 @@ def serve(
         }
         if client_ca:
             tls.update(ca_certs=client_ca, cert_reqs=ssl.CERT_REQUIRED)
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     _Gunicorn.run(
         config,
         {
             **tls,
-            "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+            "bind": address,
             "workers": workers,
             "threads": threads,
             "worker_class": "gthread",  # keep-alive connections, even with one thread
@@ -210,5 +216,8 @@ def serve(
             # connections over the workers; on one shared socket, the first worker awake
             # takes a burst of keep-alive connections alone (measured: 16 of 16).
             "reuse_port": port != 0,
+            "when_ready": lambda arbiter: arbiter.log.info(
+                "Listening at: %s://%s", "https" if certfile else "http", address
+            ),
         },
     )

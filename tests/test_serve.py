@@ -110,3 +110,12 @@ def test_a_burst_of_keep_alive_connections_is_spread_over_the_workers(config, tm
         for client in clients:
             client.close()
         stop_broker(broker)
+
+
+def test_the_log_says_where_the_broker_listens(config, tmp_path):
+    # Workers bind their own sockets, so gunicorn's arbiter has none to name.
+    broker = start_broker(config, tmp_path, workers=1)
+    stop_broker(broker)
+    lines = broker.log().splitlines()
+    listening = [line for line in lines if "Listening at" in line]
+    assert len(listening) == 1 and listening[0].endswith(f"Listening at: {broker.url}")
