@@ -206,6 +206,15 @@ def read_audit(config: Config) -> list[dict[str, Any]]:
 # -- a real broker process on loopback ------------------------------------------------------
 
 
+def minute_with_room(seconds: float = 15.0) -> None:
+    """The failed-authentication throttle counts in fixed UTC minutes: a test that counts
+    up to it starts with `seconds` of the minute left, so the window cannot turn under it
+    (waits out the rest of the minute otherwise)."""
+    left = 60 - time.time() % 60
+    if left < seconds:
+        time.sleep(left + 0.05)  # a clock boundary: nothing to poll
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

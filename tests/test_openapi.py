@@ -16,7 +16,7 @@ import jsonschema_rs
 import pytest
 import schemathesis
 from agekeys import generate_age_key
-from conftest import bearer, git, make_token, read_audit
+from conftest import bearer, git, make_token, minute_with_room, read_audit
 from flask import Flask
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -222,6 +222,7 @@ def test_a_rate_limited_token_gets_a_conforming_429_with_retry_after(config):
 
 def test_a_throttled_client_gets_a_conforming_429_for_the_document_too(config):
     client = client_for(replace(config, auth_failures_per_minute=1))
+    minute_with_room()
     for _ in range(2):
         client.get("/api/v1/vault/dev/PORT", headers=bearer("not-a-token"))
     r = client.get("/api/v1/openapi.json")

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import jwt
 import requests
-from conftest import bearer, make_token, read_audit
+from conftest import bearer, make_token, minute_with_room, read_audit
 
 from broker.app import create_app
 
@@ -37,6 +37,7 @@ def test_token_over_its_rate_gets_429_with_retry_after_and_keeps_its_uses(config
 
 def test_too_many_401s_from_one_address_throttle_every_request_from_it(config):
     client = create_app(config).test_client()
+    minute_with_room()
     good = make_token(config, environment="dev")
     for _ in range(31):
         assert client.get("/api/v1/vault/dev/PORT", headers=bearer("junk")).status_code == 401
@@ -65,6 +66,7 @@ def test_throttle_can_be_turned_off(config):
 
 def test_trusted_proxy_address_decides_who_is_throttled(config):
     client = create_app(replace(config, trusted_proxies=1)).test_client()
+    minute_with_room()
     attacker = {"X-Forwarded-For": "203.0.113.7", **bearer("junk")}
     for _ in range(31):
         client.get("/api/v1/vault/dev/PORT", headers=attacker)
@@ -82,6 +84,7 @@ def test_trusted_proxy_address_decides_who_is_throttled(config):
 
 def test_throttle_holds_across_worker_processes(running_broker, config):
     url = f"{running_broker.url}/api/v1/vault/dev/PORT"
+    minute_with_room()
     for _ in range(31):  # fresh connections: both workers take some
         assert requests.get(url, headers=bearer("junk"), timeout=10).status_code == 401
     good = make_token(config, environment="dev")
