@@ -29,6 +29,23 @@ def _make_app(config: Config, background: bool = True) -> Any:
     return create_app(config, background=background)
 
 
+def _gunicorn_log_filter(record: logging.LogRecord) -> bool:
+    """Drop the arbiter's empty "Listening at:" line (with reuse_port it holds no socket; the
+    when_ready hook says where the workers listen), and keep gunicorn from logging the text
+    of a malformed request: it quotes the offending header line or request line, which may
+    hold a token. The reason stays; the quoted text is withheld."""
+    message = record.msg
+    if not isinstance(message, str):
+        return True
+    if message == "Listening at: %s (%s)":
+        return bool(record.args and record.args[0])
+    if message.startswith("Invalid request from ip="):
+        cut = min((i for i in (message.find("'"), message.find('"')) if i >= 0), default=-1)
+        if cut >= 0:
+            record.msg = message[:cut] + "<withheld>"
+    return True
+
+
 class _Gunicorn:  # built lazily so `--help` does not import gunicorn
     @staticmethod
     def run(config: Config, options: dict[str, Any]) -> None:
@@ -36,11 +53,7 @@ class _Gunicorn:  # built lazily so `--help` does not import gunicorn
         from gunicorn.app.base import BaseApplication
 
         gunicorn.http.wsgi.SERVER = "vanta-broker"  # name no framework or version
-        # With reuse_port the arbiter holds no socket: drop its empty "Listening at:" line
-        # (the when_ready hook below says where the workers listen).
-        logging.getLogger("gunicorn.error").addFilter(
-            lambda record: not (record.msg == "Listening at: %s (%s)" and not record.args[0])
-        )
+        logging.getLogger("gunicorn.error").addFilter(_gunicorn_log_filter)
 
         class Application(BaseApplication):
             def load_config(self) -> None:

@@ -605,3 +605,22 @@ def test_a_hostile_list_pattern_is_answered_promptly(config, secrets_repo, tmp_p
         pytest.fail("no answer within 10 s")
     finally:
         stop_broker(running)
+
+
+def test_a_malformed_request_is_refused_without_its_text_in_the_log(broker, config):
+    # gunicorn refuses these itself and quotes the offending line in its warning.
+    token = make_token(config).encode()
+    status, _, _ = head_and_body(
+        raw_request(
+            broker.url, b"GET /healthz HTTP/1.1\r\nHost: x\r\nBearer " + token + b"\r\n\r\n"
+        )
+    )
+    assert status == 400
+    status, _, _ = head_and_body(
+        raw_request(broker.url, b"GET /api/v1/vault/dev/\x01" + token + b" HTTP/1.1\r\n\r\n")
+    )
+    assert status == 400
+    stop_broker(broker)  # the log is complete
+    log = broker.log()
+    assert log.count("Invalid request from ip=127.0.0.1") == 2
+    assert token.decode() not in log and token.decode()[:20] not in log
