@@ -385,7 +385,19 @@ def test_each_relay_passes_masked_output_on_and_returns_the_status(relay):
 
 @pytest.mark.parametrize("relay_class", [SigwaitRelay, HandlerRelay])
 def test_masked_io_leaves_no_pipe_open_when_the_command_cannot_start(tmp_path, relay_class):
-    before = sorted(os.listdir("/proc/self/fd"))
+    before = open_files()
     with pytest.raises(FileNotFoundError), relay_class() as relay:
         relay.run([str(tmp_path / "missing")], os.environ, MaskedIO([b"hunter22"]))
-    assert sorted(os.listdir("/proc/self/fd")) == before
+    # Only what was opened counts: the garbage collector may close other tests' files.
+    assert open_files() - before == set()
+
+
+def open_files() -> set[tuple[str, str]]:
+    """This process's descriptors with what each one is (a pipe has its own inode)."""
+    files = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            files.add((fd, os.readlink(f"/proc/self/fd/{fd}")))
+        except OSError:
+            continue  # the listing's own descriptor, or one closed meanwhile
+    return files
