@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -108,6 +109,47 @@ class BenchRepo:
             check=True,
         )
         return time.perf_counter() - started
+
+
+def long_history_repo(repo: BenchRepo, environment: str, key: str, commits: int) -> str:
+    """`commits` commits to one environment's file in a new branch of `repo`, each with its
+    own blob (its own `lastmodified`, as every `sops set` writes); `key` changes (through the
+    real `sops set`) ten times along the way. Built with `git fast-import`: seconds, not the
+    minutes that many sops runs would take. Returns the newest commit."""
+    path = repo.file(environment)
+    env = {**os.environ, "SOPS_AGE_KEY_FILE": str(repo.key_file)}
+    variants = []
+    for i in range(10):
+        subprocess.run(
+            [repo.sops_bin, "set", str(path), f'["{key}"]', f'"value-{i}"'],
+            env=env,
+            capture_output=True,
+            check=True,
+        )
+        variants.append(path.read_bytes())
+    git(repo.path, "checkout", "-q", "--", str(path))
+    relpath = path.relative_to(repo.path).as_posix()
+    stream = bytearray()
+    for n in range(commits):
+        stamp = f'lastmodified: "2026-01-01T{n // 3600 % 24:02d}:{n // 60 % 60:02d}:{n % 60:02d}Z"'
+        blob = re.sub(rb'lastmodified: "[^"]*"', stamp.encode(), variants[n * 10 // commits])
+        message = f"{environment}: commit {n}".encode()
+        stream += b"commit refs/heads/history\n"
+        stream += b"mark :%d\ncommitter Bench <bench@example.com> %d +0000\n" % (
+            n + 1,
+            1_767_225_600 + n * 60,
+        )
+        stream += b"data %d\n%s\n" % (len(message), message)
+        if n:
+            stream += b"from :%d\n" % n
+        stream += b"M 100644 inline %s\ndata %d\n%s\n" % (relpath.encode(), len(blob), blob)
+    subprocess.run(
+        ["git", "-C", str(repo.path), "fast-import", "--quiet"],
+        input=bytes(stream),
+        env={**os.environ, **GIT_ENV},
+        check=True,
+    )
+    return git(repo.path, "rev-parse", "history")
 
 
 def make_repo(workdir: Path) -> BenchRepo:

@@ -5,7 +5,8 @@ starts a real `vanta-broker serve` on a loopback port and drives it with this di
 own load generator. Everything is measured in one run and printed with its target:
 warm reads (unlimited and usage-limited token) against /healthz on the same server,
 VANTA_DECRYPT_CACHE=off, the first read after a new commit against one `sops decrypt`,
-10,000 keys in one environment, and the memory of a worker. The machine is shared and
+10,000 keys in one environment, the memory of a worker, and one key's history over
+1,000 commits. The machine is shared and
 noisy, so scenarios are interleaved in rounds and ratios are taken within each round.
 Every loop is bounded in count and time; nothing leaves 127.0.0.1.
 """
@@ -26,16 +27,25 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fixtures import BenchRepo, Broker, make_repo, make_token, start_broker  # noqa: E402
+from fixtures import (  # noqa: E402
+    BenchRepo,
+    Broker,
+    long_history_repo,
+    make_repo,
+    make_token,
+    start_broker,
+)
 from loadgen import LoadResult, build_get, run_load  # noqa: E402
 from procstat import cpu_seconds, memory  # noqa: E402
 
+from broker.history import clear_caches, key_history, stats  # noqa: E402
 from broker.sops import SOPS_GOGC  # noqa: E402
 
 SMALL_ENV, K100_ENV, K10K_ENV = "bench", "k100", "k10000"
 READ_KEY = "DATABASE_URL"
 WARM_ROUNDS = 6  # rounds of concurrent reads until every worker has decrypted
 WARM_SECONDS = 0.25  # a read this fast was answered from the cache
+HISTORY_COMMITS = 1_000
 
 
 @dataclass
@@ -191,6 +201,24 @@ class Bench:
             conn.close()
 
 
+def history_ms(repo: BenchRepo) -> tuple[float, float, int, int]:
+    """Cold and warm time of one key's history over a long history, its change count and
+    the blobs parsed cold."""
+    head = long_history_repo(repo, SMALL_ENV, READ_KEY, HISTORY_COMMITS)
+    git_dir, relpath = str(repo.path / ".git"), f"secrets/{SMALL_ENV}.enc.yaml"
+    clear_caches()
+    started = time.perf_counter()
+    found = len(key_history(git_dir, head, relpath, READ_KEY))
+    cold = time.perf_counter() - started
+    parsed = stats.blobs_parsed
+    warm = []
+    for _ in range(5):
+        started = time.perf_counter()
+        key_history(git_dir, head, relpath, READ_KEY)
+        warm.append(time.perf_counter() - started)
+    return cold * 1000, statistics.median(warm) * 1000, found, parsed
+
+
 def ratio_per_round(numerator: Measured, denominator: Measured) -> float:
     return statistics.median(
         n / d for n, d in zip(numerator.throughputs, denominator.throughputs, strict=True) if d
@@ -294,6 +322,8 @@ def report(bench: Bench, args: argparse.Namespace) -> None:
     finally:
         cold.stop()
 
+    history_cold, history_warm, history_found, history_blobs = history_ms(bench.repo)
+
     print("\nthroughput and latency at", args.connections, "connections")
     print(f"  {'scenario':<34} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>9}")
     for measured in (healthz, read, limited, cache_off, k100, k10k):
@@ -312,6 +342,11 @@ def report(bench: Bench, args: argparse.Namespace) -> None:
         f"max {max(list_10k):.1f} ms (100 keys: p50 {statistics.median(list_100):.1f} ms)"
     )
     print(f"  10,000 keys: first read (sops decrypt in the worker) {first_10k:.1f} s")
+    print(
+        f"  history of one key over {HISTORY_COMMITS:,} commits ({history_found} changes of "
+        f"the key): {history_cold:.0f} ms cold ({history_blobs:,} blobs parsed), "
+        f"{history_warm:.1f} ms warm (in process, no decryption)"
+    )
     for i, (warm_mem, after) in enumerate(zip(memory_warm, memory_after, strict=True)):
         print(f"  worker {i + 1} memory: {warm_mem} warm; {after} with the 10,000-key document")
 
