@@ -66,6 +66,7 @@ class Parts:
     limits: RateLimits | None = None
     tokens: VerifiedTokens | None = None
     mirror: RemoteMirror | None = None
+    poller: Poller | None = None  # following the remote on an interval
 
 
 def create_app(
@@ -212,11 +213,12 @@ def _start_following(parts: Parts, background: bool) -> None:
     if outcome is not None:
         note_sync(parts, outcome, from_poll=True)
     if background and parts.config.git_poll_seconds > 0:
-        Poller(
+        parts.poller = Poller(
             mirror,
             parts.config.git_poll_seconds,
             lambda outcome: note_sync(parts, outcome, from_poll=True),
-        ).start()
+        )
+        parts.poller.start()
 
 
 def open_rate_limits(config: Config, state: TokenState | None = None) -> RateLimits:
