@@ -19,7 +19,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from broker.admin_api import admin
 from broker.api import api, check_query, json_response
-from broker.audit import AuditLog, now_rfc3339_ms
+from broker.audit import AuditLog
 from broker.config import Config
 from broker.errors import (
     ApiError,
@@ -368,7 +368,6 @@ def _write_audit(response: Response, req: Request, ctx: Any, parts: Parts) -> Re
     fields: dict[str, Any] = ctx.get("audit") or {"event": "request"}
     status = response.status_code
     record = {
-        "ts": now_rfc3339_ms(),
         "event": fields.get("event", "request"),
         "request_id": ctx.get("request_id"),
         "jti": fields.get("jti"),

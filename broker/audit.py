@@ -209,7 +209,8 @@ class AuditLog:
 
     def append(self, record: dict[str, Any]) -> dict[str, Any]:
         """Chain and append one record before returning it; raise AuditUnavailable if the
-        line could not be handed to the operating system whole."""
+        line could not be handed to the operating system whole. `ts` is the time of the
+        append unless the record brings its own."""
         try:
             with self._locked() as fd:
                 size = self._size
@@ -220,7 +221,9 @@ class AuditLog:
                 else:
                     size = self._drop_partial_line(fd, size)
                     prev = self._last_hash(size)
-                chained = dict(record, prev_hash=prev)
+                # Stamped under the lock, so times rise along the chain and a rotated
+                # file's name (its first record's time) sorts in chain order.
+                chained = {"ts": now_rfc3339_ms(), **record, "prev_hash": prev}
                 chained["hash"] = hashlib.sha256(canonical(chained)).hexdigest()
                 line = canonical(chained) + b"\n"
                 try:

@@ -10,7 +10,6 @@ from typing import Any
 from flask import Blueprint, Response, request
 
 from broker.api import audit, audited, json_response, parts
-from broker.audit import now_rfc3339_ms
 from broker.errors import AuditUnavailable, NotFound, SignatureInvalid, SyncFailed, SyncRefused
 from broker.remote import SyncOutcome
 
@@ -56,7 +55,6 @@ def note_sync(parts: Any, outcome: SyncOutcome, from_poll: bool) -> None:
     if not (from_poll and outcome.refused and outcome.first_refusal):
         return
     record = {
-        "ts": now_rfc3339_ms(),
         "event": "git.sync",
         "request_id": None,
         "jti": None,

@@ -57,6 +57,9 @@ def test_rotation_under_concurrent_load_keeps_one_chain(config, tmp_path):
         if newer.read_text():
             first = json.loads(newer.read_text().splitlines()[0])
             assert first["prev_hash"] == json.loads(older.read_text().splitlines()[-1])["hash"]
+    # Times rise along the chain (stamped under the lock), so names sort in chain order.
+    times = [json.loads(line)["ts"] for p in files for line in p.read_text().splitlines()]
+    assert times == sorted(times)
     # Names carry the time of each file's first record.
     stamp = json.loads(rotated[0].read_text().splitlines()[0])["ts"]
     assert rotated[0].name.split(".", 2)[2].startswith(stamp[:10].replace("-", ""))
