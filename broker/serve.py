@@ -209,28 +209,28 @@ def serve(
         if client_ca:
             tls.update(ca_certs=client_ca, cert_reqs=ssl.CERT_REQUIRED)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    _Gunicorn.run(
-        config,
-        {
-            **tls,
-            "bind": address,
-            "workers": workers,
-            "threads": threads,
-            "worker_class": "gthread",  # keep-alive connections, even with one thread
-            "accesslog": None,
-            "loglevel": "info",
-            "keepalive": 5,
-            "graceful_timeout": 10,
-            "control_socket_disable": True,  # no runtime-control socket in $HOME
-            # Room for the longest token the broker checks itself (then a JSON 401);
-            # longer header lines get gunicorn's 431.
-            "limit_request_field_size": 16384,
-            # Each worker listens on its own SO_REUSEPORT socket, so the kernel spreads new
-            # connections over the workers; on one shared socket, the first worker awake
-            # takes a burst of keep-alive connections alone (measured: 16 of 16).
-            "reuse_port": port != 0,
-            "when_ready": lambda arbiter: arbiter.log.info(
-                "Listening at: %s://%s", "https" if certfile else "http", address
-            ),
-        },
-    )
+    options: dict[str, Any] = {
+        **tls,
+        "bind": address,
+        "workers": workers,
+        "threads": threads,
+        "worker_class": "gthread",  # keep-alive connections, even with one thread
+        "accesslog": None,
+        "loglevel": "info",
+        "keepalive": 5,
+        "graceful_timeout": 10,
+        "control_socket_disable": True,  # no runtime-control socket in $HOME
+        # Room for the longest token the broker checks itself (then a JSON 401);
+        # longer header lines get gunicorn's 431.
+        "limit_request_field_size": 16384,
+        # Each worker listens on its own SO_REUSEPORT socket, so the kernel spreads new
+        # connections over the workers; on one shared socket, the first worker awake
+        # takes a burst of keep-alive connections alone (measured: 16 of 16).
+        "reuse_port": port != 0,
+    }
+    if port != 0:  # the arbiter holds no socket then, so its own "Listening at:" is empty
+        scheme = "https" if certfile else "http"
+        options["when_ready"] = lambda arbiter: arbiter.log.info(
+            "Listening at: %s://%s", scheme, address
+        )
+    _Gunicorn.run(config, options)
