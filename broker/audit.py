@@ -114,6 +114,10 @@ class AuditLog:
         except OSError:
             raise AuditUnavailable() from None
 
+    def __del__(self) -> None:
+        if self._fd is not None and self._pid == os.getpid():
+            os.close(self._fd)
+
     def _open(self, fresh: bool = False) -> int:
         """This process's descriptor of the audit file: opened once, again after a fork,
         and again when `fresh` (the path names another file now: rotated, moved or

@@ -3,6 +3,7 @@ chain that continues across restarts and files, and `vanta-cli audit verify`."""
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import multiprocessing
@@ -415,3 +416,26 @@ def test_a_damaged_last_line_makes_requests_fail_closed_with_503(config, tail):
         f.write(tail)
     r = client.get("/api/v1/nowhere")
     assert r.status_code == 503 and r.get_json()["error"]["code"] == "audit_unavailable"
+
+
+def test_an_audit_log_let_go_closes_its_file(tmp_path):
+    # An app built and dropped (tests, an embedding program) must not keep its file open.
+    path = tmp_path / "access.jsonl"
+
+    def holding() -> list[str]:
+        fds = Path("/proc/self/fd")
+        return [fd.name for fd in fds.iterdir() if _target(fd) == str(path)]
+
+    log = AuditLog(path)
+    log.append({"event": "request"})
+    assert len(holding()) == 1
+    del log
+    gc.collect()
+    assert holding() == []
+
+
+def _target(fd: Path) -> str:
+    try:
+        return fd.readlink().as_posix()
+    except OSError:
+        return ""
