@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import requests
 from agekeys import AgeKey, generate_age_key
+from hypothesis import settings
 
 from broker.app import create_app
 from broker.config import Config, Keyring, SecretValue, default_sops_bin
@@ -41,6 +42,11 @@ DEV_SECRETS = {
     "API_KEYS": {"openai": "sk-test-openai", "stripe": "sk_test_stripe"},
 }
 PROD_SECRETS = {"DATABASE_URL": "postgres://app:prod@db/prod", "API_KEY": "prod-api-key"}
+
+
+# Examples take a millisecond; a stall of the shared CI machine must not fail one on time.
+settings.register_profile("vanta", deadline=None)
+settings.load_profile("vanta")
 
 
 @pytest.fixture(scope="session")
@@ -281,8 +287,8 @@ def start_broker(
             r = requests.get(f"{url}/healthz", timeout=1, **(health_kwargs or {}))
             if r.status_code == 200:
                 return RunningBroker(url, process, log_path)
-        except requests.ConnectionError:
-            time.sleep(0.05)
+        except (requests.ConnectionError, requests.Timeout):
+            time.sleep(0.05)  # a worker may listen before its app is loaded
     process.kill()
     raise RuntimeError("broker did not start")
 

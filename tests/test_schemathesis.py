@@ -45,6 +45,7 @@ from conftest import (
     bearer,
     make_secrets_repo,
     make_token,
+    minute_with_room,
     start_broker,
     stop_broker,
 )
@@ -215,8 +216,17 @@ def test_every_answer_to_an_admin_token_conforms(
     case.call_and_validate(base_url=admin_broker.url, headers=bearer(token))
 
 
+@pytest.fixture
+def minute_for_the_operation() -> None:
+    """An operation's 401s and then 429s must fall in one UTC minute of the throttle (once
+    per operation: the test body runs once per case)."""
+    minute_with_room(10)
+
+
 @anonymous.parametrize()
-def test_every_answer_without_a_token_conforms(case: Any, anonymous_broker: RunningBroker) -> None:
+def test_every_answer_without_a_token_conforms(
+    case: Any, anonymous_broker: RunningBroker, minute_for_the_operation: None
+) -> None:
     # Once throttled, a request without Authorization is rightly 429, not the 401 that
     # missing_required_header wants: the admin pass (throttle off) runs that check.
     client = f"10.0.0.{ANONYMOUS_LABELS.index(case.operation.label) + 1}"

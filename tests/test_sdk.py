@@ -162,9 +162,10 @@ def test_a_bad_token_is_one_request(running_broker, config):
 def test_with_the_broker_killed_the_cache_serves_until_max_stale_then_the_error(
     config, tmp_path, caplog
 ):
+    max_stale = 6.0  # room for the broker's shutdown before the first stale read
     broker = start_broker(config, tmp_path, workers=1)
     try:
-        client = sdk(broker.url, make_token(config), cache_ttl=0.3, max_stale=1.5, retries=1)
+        client = sdk(broker.url, make_token(config), cache_ttl=0.3, max_stale=max_stale, retries=1)
         fetched_after = time.monotonic()
         assert client.get("dev", "DATABASE_URL").value == DEV_SECRETS["DATABASE_URL"]
         fetched_before = time.monotonic()
@@ -182,12 +183,12 @@ def test_with_the_broker_killed_the_cache_serves_until_max_stale_then_the_error(
         outcomes.append((started, time.monotonic(), outcome))
         return isinstance(outcome, BrokerUnavailable)
 
-    poll(call, "the stale answer to expire")
+    poll(call, "the stale answer to expire", timeout=30)
     served = [o for o in outcomes if o[2] == DEV_SECRETS["DATABASE_URL"]]
     # served means at most max_stale old when looked at; failed, older than that
-    assert served and all(started <= fetched_before + 1.5 for started, _, _ in served)
+    assert served and all(started <= fetched_before + max_stale for started, _, _ in served)
     _, failed_by, error = outcomes[-1]
-    assert failed_by > fetched_after + 1.5
+    assert failed_by > fetched_after + max_stale
     assert "cannot reach the broker" in str(error) or "circuit open" in str(error)
     assert len(served) == len(outcomes) - 1
     stale = [r for r in caplog.records if "serving a cached answer" in r.getMessage()]
@@ -386,7 +387,7 @@ def test_once_the_breaker_is_open_ten_calls_fail_fast(config, tmp_path):
         for _ in range(10):
             with pytest.raises(BrokerUnavailable, match="circuit open") as caught:
                 client.get("dev", "PORT")
-        assert time.monotonic() - started < 0.3
+        assert time.monotonic() - started < 1.0  # not ten timeouts of 0.3s each
         assert accepted(silent) == 0
     assert "failed 2 calls in a row" in str(caught.value)
 
@@ -411,7 +412,7 @@ def test_after_the_cooldown_one_trial_goes_while_the_others_fail_fast(running_br
         retries=0,
         cache_ttl=0,
         breaker_threshold=3,
-        breaker_cooldown=0.3,
+        breaker_cooldown=2,  # the calls meant to meet an open breaker come well within it
     )
     url = running_broker.url + PORT_PATH
     trial_started, release = threading.Event(), threading.Event()
@@ -455,7 +456,7 @@ def test_a_failed_trial_opens_the_breaker_again(running_broker, config):
         retries=0,
         cache_ttl=0,
         breaker_threshold=1,
-        breaker_cooldown=0.3,
+        breaker_cooldown=2,  # the calls meant to meet an open breaker come well within it
     )
     url = running_broker.url + PORT_PATH
     with responses.RequestsMock() as scripted:
@@ -469,7 +470,7 @@ def test_a_failed_trial_opens_the_breaker_again(running_broker, config):
         with pytest.raises(BrokerError) as caught:  # the trial: a 504
             client.get("dev", "PORT")
         assert caught.value.status == 504
-        with pytest.raises(BrokerUnavailable, match=r"next try in 0\.[0-3]s"):
+        with pytest.raises(BrokerUnavailable, match=r"next try in (1\.\d|2\.0)s"):
             client.get("dev", "PORT")
         assert len(scripted.calls) == 2
 
