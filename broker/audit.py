@@ -8,6 +8,7 @@ line" keeps records whole and the chain unbroken.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -116,7 +117,8 @@ class AuditLog:
 
     def __del__(self) -> None:
         if self._fd is not None and self._pid == os.getpid():
-            os.close(self._fd)
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
 
     def _open(self, fresh: bool = False) -> int:
         """This process's descriptor of the audit file: opened once, again after a fork,
