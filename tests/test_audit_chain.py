@@ -7,6 +7,7 @@ import gc
 import hashlib
 import json
 import multiprocessing
+import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -135,10 +136,12 @@ def _append_many(path: str, writer: int, barrier) -> None:  # runs in a child pr
     barrier.wait()
     for i in range(RECORDS_PER_WRITER):
         log.append({"event": "request", "writer": writer, "n": i, "payload": payload})
+        os.sched_yield()  # let a waiting writer take the lock now and then
 
 
-def test_records_from_many_processes_are_whole_and_form_one_chain(tmp_path):
-    path = tmp_path / "audit" / "access.jsonl"
+def _hammer(path: Path) -> int:
+    """WRITERS processes append to `path` at once; checks the file and returns how often
+    consecutive records came from different writers."""
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(WRITERS)
     processes = [
@@ -161,8 +164,16 @@ def test_records_from_many_processes_are_whole_and_form_one_chain(tmp_path):
         seen[record["writer"]].append(record["n"])
         writers_in_order.append(record["writer"])
     assert all(ns == list(range(RECORDS_PER_WRITER)) for ns in seen.values())
-    # The writers really did run at the same time (their records alternate).
-    switches = sum(a != b for a, b in zip(writers_in_order, writers_in_order[1:], strict=False))
+    return sum(a != b for a, b in zip(writers_in_order, writers_in_order[1:], strict=False))
+
+
+def test_records_from_many_processes_are_whole_and_form_one_chain(tmp_path):
+    # Every attempt must hold; an attempt counts once the writers really ran at the same
+    # time (their records alternate), which a busy machine may not grant the first time.
+    for attempt in range(3):
+        switches = _hammer(tmp_path / f"attempt-{attempt}" / "access.jsonl")
+        if switches > WRITERS:
+            break
     assert switches > WRITERS
 
 
