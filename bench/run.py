@@ -205,7 +205,8 @@ def history_ms(repo: BenchRepo) -> tuple[float, float, int, int]:
     """Cold and warm time of one key's history over a long history, its change count and
     the blobs parsed cold."""
     head = long_history_repo(repo, SMALL_ENV, READ_KEY, HISTORY_COMMITS)
-    git_dir, relpath = str(repo.path / ".git"), f"secrets/{SMALL_ENV}.enc.yaml"
+    git_dir = str(repo.path / ".git")
+    relpath = repo.file(SMALL_ENV).relative_to(repo.path).as_posix()
     clear_caches()
     started = time.perf_counter()
     found = len(key_history(git_dir, head, relpath, READ_KEY))

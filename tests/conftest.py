@@ -209,9 +209,6 @@ def read_audit(config: Config) -> list[dict[str, Any]]:
     return [json.loads(line) for line in config.audit_log.read_text().splitlines()]
 
 
-# -- a real broker process on loopback ------------------------------------------------------
-
-
 def minute_with_room(seconds: float = 15.0) -> None:
     """The failed-authentication throttle counts in fixed UTC minutes: a test that counts
     up to it starts with `seconds` of the minute left, so the window cannot turn under it
@@ -219,6 +216,9 @@ def minute_with_room(seconds: float = 15.0) -> None:
     left = 60 - time.time() % 60
     if left < seconds:
         time.sleep(left + 0.05)  # a clock boundary: nothing to poll
+
+
+# -- a real broker process on loopback ------------------------------------------------------
 
 
 def free_port() -> int:
