@@ -35,6 +35,7 @@ from broker.openapi import openapi
 from broker.ratelimit import RateLimits, SqliteLimitStorage, parse_rate
 from broker.remote import Poller, RemoteMirror, RemoteTree
 from broker.rotation_api import rotation_api
+from broker.serving import CLIENT_CERT_KEY
 from broker.sops import Decryptor
 from broker.store import SecretStore
 from broker.sync_api import note_sync, sync
@@ -76,9 +77,11 @@ def create_app(
     state: TokenState | None = None,
     audit_log: AuditLog | None = None,
     background: bool = True,
+    access_log: bool = False,
 ) -> Flask:
     """Build the broker. Components may be passed in (tests); otherwise built from config.
-    `background` starts the Git remote poller (when configured)."""
+    `background` starts the Git remote poller (when configured); `access_log` logs a line
+    per request."""
     app = Flask("vanta-broker")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.url_map.merge_slashes = False  # '//' is a 404, not an HTML redirect
@@ -87,6 +90,7 @@ def create_app(
         config.sops_bin,
         cache=config.decrypt_cache,
         age_key_file=str(config.sops_age_key_file) if config.sops_age_key_file else None,
+        age_key=config.sops_age_key.reveal() if config.sops_age_key else None,
         on_decrypt=metrics.decrypts.inc,
         on_cache_hit=metrics.decrypt_cache_hits.inc,
     )
@@ -116,6 +120,7 @@ def create_app(
         max_ttl_minutes=config.max_ttl_minutes,
     )
     app.extensions["vanta"] = parts
+    app.config["VANTA_ACCESS_LOG"] = access_log
     if config.trusted_proxies:
         # The client address is the one N trusted proxies put in X-Forwarded-For.
         app.wsgi_app = ProxyFix(
@@ -336,10 +341,14 @@ def _finish(response: Response) -> Response:
     if path.startswith("/api/") and path not in _UNAUDITED:
         response = _write_audit(response, req, ctx, parts)
     request_id = ctx.get("request_id", "")
-    response.headers["X-Request-Id"] = request_id
+    headers = response.headers
+    headers["X-Request-Id"] = request_id
+    headers["Server"] = "vanta-broker"  # whichever server runs, it names no framework
     rule = req.url_rule.rule if req.url_rule else None
     elapsed = time.perf_counter() - ctx.get("started", time.perf_counter())
     _count(parts.metrics, rule, req.method, response.status_code, elapsed, ctx)
+    if not current_app.config["VANTA_ACCESS_LOG"]:
+        return response
     claims = ctx.get("claims")
     log.info(
         "%s %s %d %.1fms request_id=%s jti=%s",
@@ -378,7 +387,7 @@ def _write_audit(response: Response, req: Request, ctx: Any, parts: Parts) -> Re
         "pattern": fields.get("pattern"),
         "version": fields.get("version"),
         "client_ip": req.remote_addr,
-        "client_cert": _client_cert_subject(req.environ),
+        "client_cert": req.environ.get(CLIENT_CERT_KEY),
         "outcome": "success"
         if status < 400
         else ("denied" if status in (401, 403, 409) else "error"),
@@ -396,37 +405,6 @@ def _write_audit(response: Response, req: Request, ctx: Any, parts: Parts) -> Re
         log.error("audit record could not be written; answering 503")
         return error_response(exc.status, exc.code, exc.message)
     return response
-
-
-def _client_cert_subject(environ: dict[str, Any]) -> str | None:
-    """The verified client certificate's subject under mutual TLS (e.g. "CN=billing,O=Acme")."""
-    sock = environ.get("gunicorn.socket")
-    getpeercert = getattr(sock, "getpeercert", None)
-    if getpeercert is None:
-        return None
-    try:
-        cert = getpeercert()
-    except (OSError, ValueError):
-        return None
-    if not cert:
-        return None
-    parts = [
-        f"{_RDN_NAMES.get(name, name)}={value}"
-        for rdn in cert.get("subject", ())
-        for name, value in rdn
-    ]
-    return ",".join(reversed(parts)) or None  # RFC 4514 order: most specific first
-
-
-_RDN_NAMES = {
-    "commonName": "CN",
-    "organizationName": "O",
-    "organizationalUnitName": "OU",
-    "countryName": "C",
-    "stateOrProvinceName": "ST",
-    "localityName": "L",
-    "domainComponent": "DC",
-}
 
 
 def _give_back_use(parts: Parts) -> None:

@@ -3,12 +3,31 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 MIN_KEY_BYTES = 32
 _KID_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+
+# Variables that hold secrets. Once read into a Config, `vanta-broker serve` drops them from
+# the process environment: a server may copy that environment into places (granian: every
+# request's WSGI environ), and sops and git need none of them (sops gets its age key from
+# the Config).
+SECRET_VARIABLES = (
+    "VANTA_JWT_SECRET_KEY",
+    "VANTA_JWT_SECRET_KEYS",
+    "VANTA_STATE_URL",
+    "VANTA_GIT_REMOTE",
+    "VANTA_WEBHOOK_SECRET",
+    "VANTA_METRICS_TOKEN",
+    "SOPS_AGE_KEY",
+)
+
+
+def drop_secret_variables(environ: MutableMapping[str, str]) -> None:
+    for name in SECRET_VARIABLES:
+        environ.pop(name, None)
 
 
 class ConfigError(Exception):
@@ -159,6 +178,7 @@ class Config:
     max_ttl_minutes: int = 1440
     sops_bin: str = field(default_factory=default_sops_bin)
     sops_age_key_file: Path | None = None
+    sops_age_key: SecretValue | None = None  # SOPS_AGE_KEY: the identity itself
     decrypt_cache: bool = True
     state_url: SecretValue | None = None  # redis://[:password@]host:port/db
     git_remote: SecretValue | None = None  # a URL may carry credentials
@@ -202,6 +222,7 @@ class Config:
             max_ttl_minutes=_int(environ, "VANTA_MAX_TTL_MINUTES", 1440),
             sops_bin=environ.get("VANTA_SOPS_BIN") or default_sops_bin(),
             sops_age_key_file=Path(key_file) if key_file else None,
+            sops_age_key=_optional_secret(environ.get("SOPS_AGE_KEY")),
             decrypt_cache=cache == "on",
             state_url=_state_url(environ.get("VANTA_STATE_URL")),
             git_remote=SecretValue(remote) if remote else None,

@@ -1,4 +1,4 @@
-"""`vanta-broker serve`: the broker on gunicorn, one app per worker process."""
+"""`vanta-broker serve`: options and checks, then the broker on a production WSGI server."""
 
 from __future__ import annotations
 
@@ -8,63 +8,20 @@ import logging
 import os
 import shutil
 import socket
-import ssl
 import sys
 import tempfile
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import click
 
-from broker.config import Config, ConfigError
+from broker.config import Config, ConfigError, drop_secret_variables
+from broker.serving import SERVERS, ServeOptions, run
 
-# Two threads per worker: a read waiting on sops (a cold or VANTA_DECRYPT_CACHE=off read)
-# does not stall the worker, and fewer threads queue fewer requests behind one GIL, which
-# keeps tail latency down (measured on 2 cores: p99 at 16 connections fell from 4 to 2 threads).
+# Threads per worker that run the app. Two: a read waiting on sops (a cold or
+# VANTA_DECRYPT_CACHE=off read) does not stall the worker; slow clients never take one
+# (the server holds them until their request is whole).
 DEFAULT_THREADS = 2
-
-
-def _make_app(config: Config, background: bool = True) -> Any:
-    from broker.app import create_app
-
-    return create_app(config, background=background)
-
-
-def _gunicorn_log_filter(record: logging.LogRecord) -> bool:
-    """Drop the arbiter's empty "Listening at:" line (with reuse_port it holds no socket; the
-    when_ready hook says where the workers listen), and keep gunicorn from logging the text
-    of a malformed request: it quotes the offending header line or request line, which may
-    hold a token. The reason stays; the quoted text is withheld."""
-    message = record.msg
-    if not isinstance(message, str):
-        return True
-    if message == "Listening at: %s (%s)":
-        return bool(record.args and record.args[0])
-    if message.startswith("Invalid request from ip="):
-        cut = min((i for i in (message.find("'"), message.find('"')) if i >= 0), default=-1)
-        if cut >= 0:
-            record.msg = message[:cut] + "<withheld>"
-    return True
-
-
-class _Gunicorn:  # built lazily so `--help` does not import gunicorn
-    @staticmethod
-    def run(config: Config, options: dict[str, Any]) -> None:
-        import gunicorn.http.wsgi
-        from gunicorn.app.base import BaseApplication
-
-        gunicorn.http.wsgi.SERVER = "vanta-broker"  # name no framework or version
-        logging.getLogger("gunicorn.error").addFilter(_gunicorn_log_filter)
-
-        class Application(BaseApplication):
-            def load_config(self) -> None:
-                for key, value in options.items():
-                    if key in self.cfg.settings:  # settings vary across gunicorn versions
-                        self.cfg.set(key, value)
-
-            def load(self) -> Any:
-                return _make_app(config)
-
-        Application().run()
 
 
 def _is_loopback(host: str) -> bool:
@@ -89,9 +46,7 @@ def _port_taken(host: str, port: int) -> str | None:
     family, kind, proto, _, address = infos[0]
     probe = socket.socket(family, kind, proto)
     try:
-        probe.setsockopt(
-            socket.SOL_SOCKET, socket.SO_REUSEADDR, 1
-        )  # as gunicorn: TIME_WAIT is fine
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
         probe.bind(address)
     except OSError as exc:
         return os.strerror(exc.errno) if exc.errno else "the address cannot be bound"
@@ -100,16 +55,39 @@ def _port_taken(host: str, port: int) -> str | None:
     return None
 
 
-def _tls_context(conf: Any, default_factory: Any) -> ssl.SSLContext:
-    """gunicorn's context, with TLS 1.2 as the floor."""
-    context = default_factory()
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context
+def _version() -> str:
+    try:
+        return version("vanta-vault")
+    except PackageNotFoundError:
+        return "unknown"
 
 
-@click.group()
+class _OneLineErrors(click.Group):
+    """Usage errors in one line on stderr (`vanta-broker: ...`), exit 2."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            sys.exit(130)
+        except click.UsageError as exc:
+            click.echo(f"vanta-broker: {exc.format_message()}", err=True)
+            sys.exit(2)
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"vanta-broker: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(
+    _version(), "--version", prog_name="vanta-broker", message="%(prog)s %(version)s"
+)
 def main() -> None:
-    """Vanta Vault broker."""
+    """Vanta Vault broker: hands out secrets from SOPS files in Git against scoped tokens."""
 
 
 @main.command()
@@ -123,7 +101,14 @@ def main() -> None:
     default=DEFAULT_THREADS,
     show_default=True,
     type=click.IntRange(1, 256),
-    help="Threads per worker.",
+    help="Threads per worker that run requests.",
+)
+@click.option(
+    "--server",
+    "server_name",
+    metavar="granian|gunicorn",
+    help="The WSGI server. Default: granian; gunicorn with --client-ca (granian cannot hand "
+    "the client certificate to the broker).",
 )
 @click.option("--certfile", type=click.Path(dir_okay=False), help="TLS certificate chain (PEM).")
 @click.option("--keyfile", type=click.Path(dir_okay=False), help="TLS private key (PEM).")
@@ -137,53 +122,66 @@ def main() -> None:
     is_flag=True,
     help="Allow plain HTTP on a non-loopback address (behind a TLS-terminating proxy).",
 )
+@click.option(
+    "--access-log", is_flag=True, help="Log one line per request (method, route, status, time)."
+)
 def serve(
     host: str,
     port: int,
     workers: int,
     threads: int,
+    server_name: str | None,
     certfile: str | None,
     keyfile: str | None,
     client_ca: str | None,
     insecure_http: bool,
+    access_log: bool,
 ) -> None:
-    """Serve the broker with gunicorn.
+    """Serve the broker.
 
     Configuration comes from VANTA_* variables (see README). TLS flags override
     VANTA_TLS_CERT, VANTA_TLS_KEY and VANTA_TLS_CLIENT_CA. Without TLS it listens
     only on loopback unless --insecure-http is given. Examples:
 
     \b
-      VANTA_JWT_SECRET_KEY=... SOPS_AGE_KEY_FILE=keys/dev.agekey vanta-broker serve --port 8200
-
-      vanta-broker serve --host 0.0.0.0 --certfile broker.pem --keyfile broker-key.pem \
-          --client-ca clients-ca.pem
+      VANTA_JWT_SECRET_KEY=... SOPS_AGE_KEY_FILE=keys/dev.agekey \\
+          vanta-broker serve --port 8200
+    \b
+      vanta-broker serve --host 0.0.0.0 --certfile broker.pem \\
+          --keyfile broker-key.pem --client-ca clients-ca.pem
     """
+    if server_name is not None and server_name not in SERVERS:
+        _fail(f"--server must be granian or gunicorn, not {server_name!r}", 2)
     try:
         config = Config.from_env(os.environ)
     except ConfigError as exc:
-        click.echo(f"vanta-broker: {exc}", err=True)
-        sys.exit(1)
+        _fail(str(exc), 1)
     certfile = certfile or config.tls_cert
     keyfile = keyfile or config.tls_key
     client_ca = client_ca or config.tls_client_ca
     if bool(certfile) != bool(keyfile):
-        click.echo("vanta-broker: TLS needs both --certfile and --keyfile", err=True)
-        sys.exit(2)
+        _fail("TLS needs both --certfile and --keyfile", 2)
     if client_ca and not certfile:
-        click.echo("vanta-broker: --client-ca needs --certfile and --keyfile", err=True)
-        sys.exit(2)
-    if not certfile and not insecure_http and not _is_loopback(host):
-        click.echo(
-            f"vanta-broker: refusing plain HTTP on non-loopback address {host}: secrets would "
-            "cross the network unencrypted; give --certfile/--keyfile, or --insecure-http "
-            "behind a TLS-terminating proxy",
-            err=True,
+        _fail("--client-ca needs --certfile and --keyfile", 2)
+    if client_ca and server_name == "granian":
+        _fail(
+            "granian cannot hand the client certificate to the broker, which records it in "
+            "the audit: with --client-ca, leave out --server or use --server gunicorn",
+            2,
         )
-        sys.exit(2)
+    server = server_name or ("gunicorn" if client_ca else "granian")
+    if not certfile and not insecure_http and not _is_loopback(host):
+        _fail(
+            f"refusing plain HTTP on non-loopback address {host}: secrets would cross the "
+            "network unencrypted; give --certfile/--keyfile, or --insecure-http behind a "
+            "TLS-terminating proxy",
+            2,
+        )
     if port != 0 and (reason := _port_taken(host, port)) is not None:
-        click.echo(f"vanta-broker: cannot listen on {host}:{port}: {reason}", err=True)
-        sys.exit(1)
+        _fail(f"cannot listen on {host}:{port}: {reason}", 1)
+    # The signing keys and other secrets now live in `config` only: the servers copy the
+    # process environment into places (granian: every request's WSGI environ) they must not be.
+    drop_secret_variables(os.environ)
     # prometheus_client chooses multiprocess mode when it is imported, from this variable:
     # a fresh private directory, set before the app (and so any worker) imports it.
     metrics_dir = tempfile.mkdtemp(prefix="vanta-metrics-")
@@ -192,45 +190,21 @@ def serve(
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s [%(process)d] %(name)s %(levelname)s %(message)s"
     )
-    # Open the stores once in the master so a broken state or audit path stops start-up here.
+    # Open the stores once here, so a broken state or audit path stops start-up at once.
+    from broker.app import create_app
+
     try:
-        _make_app(config, background=False)
+        create_app(config, background=False)
     except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback
-        click.echo(f"vanta-broker: cannot start: {type(exc).__name__}: {exc}", err=True)
-        sys.exit(1)
-    tls: dict[str, Any] = {}
-    if certfile:
-        tls = {
-            "certfile": certfile,
-            "keyfile": keyfile,
-            "ssl_context": _tls_context,
-            "do_handshake_on_connect": True,  # a missing client certificate fails here
-        }
-        if client_ca:
-            tls.update(ca_certs=client_ca, cert_reqs=ssl.CERT_REQUIRED)
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    options: dict[str, Any] = {
-        **tls,
-        "bind": address,
-        "workers": workers,
-        "threads": threads,
-        "worker_class": "gthread",  # keep-alive connections, even with one thread
-        "accesslog": None,
-        "loglevel": "info",
-        "keepalive": 5,
-        "graceful_timeout": 10,
-        "control_socket_disable": True,  # no runtime-control socket in $HOME
-        # Room for the longest token the broker checks itself (then a JSON 401);
-        # longer header lines get gunicorn's 431.
-        "limit_request_field_size": 16384,
-        # Each worker listens on its own SO_REUSEPORT socket, so the kernel spreads new
-        # connections over the workers; on one shared socket, the first worker awake
-        # takes a burst of keep-alive connections alone (measured: 16 of 16).
-        "reuse_port": port != 0,
-    }
-    if port != 0:  # the arbiter holds no socket then, so its own "Listening at:" is empty
-        scheme = "https" if certfile else "http"
-        options["when_ready"] = lambda arbiter: arbiter.log.info(
-            "Listening at: %s://%s", scheme, address
-        )
-    _Gunicorn.run(config, options)
+        _fail(f"cannot start: {type(exc).__name__}: {exc}", 1)
+    options = ServeOptions(
+        host=host,
+        port=port,
+        workers=workers,
+        threads=threads,
+        certfile=certfile,
+        keyfile=keyfile,
+        client_ca=client_ca,
+        access_log=access_log,
+    )
+    run(server, config, options)

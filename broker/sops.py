@@ -117,18 +117,21 @@ class Decryptor:
         cache: bool = True,
         max_entries: int = 128,
         age_key_file: str | None = None,
+        age_key: str | None = None,
         max_bytes: int = DEFAULT_CACHE_BYTES,
         on_decrypt: Callable[[], None] | None = None,
         on_cache_hit: Callable[[], None] | None = None,
     ) -> None:
         self.sops_bin = sops_bin
         # sops reads its own settings (KMS, GnuPG, age) from the environment it inherits;
-        # an age key file named in the config is handed to it explicitly. Go's collector
+        # an age key (file) named in the config is handed to it explicitly. Go's collector
         # runs half as often (GOGC=200, unless the operator set GOGC): measured, a decrypt
         # takes 15% less time, 40% less with 10,000 keys (peak 157 MiB instead of 71).
         self.env: dict[str, str] = {"GOGC": SOPS_GOGC, **os.environ}
         if age_key_file is not None:
             self.env["SOPS_AGE_KEY_FILE"] = age_key_file
+        if age_key is not None:
+            self.env["SOPS_AGE_KEY"] = age_key
         self.cache_enabled = cache
         self.max_entries = max_entries
         self.max_bytes = max_bytes

@@ -303,6 +303,29 @@ def stop_broker(broker: RunningBroker) -> None:
 
 
 @pytest.fixture
+def pki(tmp_path: Path) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files."""
+    import trustme
+
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    client = ca.issue_cert("billing-api@example.com", common_name="billing-api")
+    paths = {
+        "ca": tmp_path / "ca.pem",
+        "cert": tmp_path / "server.pem",
+        "key": tmp_path / "server-key.pem",
+        "client": tmp_path / "client.pem",
+    }
+    ca.cert_pem.write_to_path(str(paths["ca"]))
+    server.cert_chain_pems[0].write_to_path(str(paths["cert"]))
+    for pem in server.cert_chain_pems[1:]:
+        pem.write_to_path(str(paths["cert"]), append=True)
+    server.private_key_pem.write_to_path(str(paths["key"]))
+    client.private_key_and_cert_chain_pem.write_to_path(str(paths["client"]))
+    return paths
+
+
+@pytest.fixture
 def running_broker(config: Config, tmp_path: Path) -> Iterator[RunningBroker]:
     broker = start_broker(config, tmp_path)
     yield broker

@@ -106,7 +106,9 @@ def canary_broker(
     config: Config, canary_repo: SecretsRepo, tmp_path: Path
 ) -> Iterator[tuple[Config, RunningBroker]]:
     cfg = replace(config, sops_files_path=canary_repo.secrets_dir)
-    broker = start_broker(cfg, tmp_path, extra_env={"VANTA_AUDIT_MAX_BYTES": "16384"})
+    broker = start_broker(
+        cfg, tmp_path, extra_env={"VANTA_AUDIT_MAX_BYTES": "16384"}, extra_args=["--access-log"]
+    )
     try:
         yield cfg, broker
     finally:

@@ -6,7 +6,7 @@ import re
 from dataclasses import replace
 
 import requests
-from conftest import bearer, make_token
+from conftest import bearer, make_token, start_broker, stop_broker
 
 from broker.app import create_app
 from broker.config import SecretValue
@@ -60,7 +60,15 @@ def _answering_pids(log: str) -> set[str]:
     return set(re.findall(rf"\[(\d+)\] vanta\.broker INFO GET {re.escape(rule)}", log))
 
 
-def test_counts_add_up_across_two_workers(running_broker, config):
+def test_counts_add_up_across_two_workers(config, tmp_path):
+    running_broker = start_broker(config, tmp_path, extra_args=["--access-log"])
+    try:
+        _count_across_workers(running_broker, config)
+    finally:
+        stop_broker(running_broker)
+
+
+def _count_across_workers(running_broker, config):
     token = make_token(config, environment="dev")
     url = f"{running_broker.url}/api/v1/vault/dev/PORT"
     sent = 0

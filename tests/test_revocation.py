@@ -385,7 +385,7 @@ def hammer(url: str, token: str, count: int) -> list[requests.Response]:
 
 
 def test_revocation_holds_in_every_worker_from_the_next_request(config, tmp_path):
-    broker = start_broker(config, tmp_path, workers=3)
+    broker = start_broker(config, tmp_path, workers=3, extra_args=["--access-log"])
     try:
         root = make_token(config, permissions=PERMISSIONS)
         r = requests.post(

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from conftest import broker_env, start_broker, stop_broker
+import pytest
+import requests
+from conftest import (
+    bearer,
+    broker_env,
+    free_port,
+    make_token,
+    read_audit,
+    start_broker,
+    stop_broker,
+)
 
 
 def serve(config, port: int) -> subprocess.CompletedProcess[str]:
@@ -119,3 +131,169 @@ def test_the_log_says_where_the_broker_listens(config, tmp_path):
     lines = broker.log().splitlines()
     listening = [line for line in lines if "Listening at" in line]
     assert len(listening) == 1 and listening[0].endswith(f"Listening at: {broker.url}")
+
+
+# -- which server answers -------------------------------------------------------------------
+
+
+def _giant_header_status(url: str) -> int:
+    """gunicorn refuses a 20 KB header line itself (431); granian hands it to the broker,
+    which answers a malformed token with its own 401."""
+    r = requests.get(f"{url}/healthz", headers={"X-Big": "a" * 20_000}, timeout=10, verify=False)
+    return r.status_code
+
+
+@pytest.mark.parametrize(
+    ("args", "server", "status"),
+    [
+        ([], "granian", 200),
+        (["--server", "granian"], "granian", 200),
+        (["--server", "gunicorn"], "gunicorn", 431),
+    ],
+)
+def test_the_server_chosen_answers(config, tmp_path, args, server, status):
+    broker = start_broker(config, tmp_path, workers=1, extra_args=args)
+    try:
+        assert _giant_header_status(broker.url) == status
+    finally:
+        stop_broker(broker)
+    assert f"serving on {server}" in broker.log()
+
+
+def test_a_client_ca_serves_on_gunicorn_which_hands_over_the_certificate(config, tmp_path, pki):
+    args = ["--certfile", str(pki["cert"]), "--keyfile", str(pki["key"])]
+    tls = {"verify": str(pki["ca"]), "cert": str(pki["client"])}
+    broker = start_broker(
+        config,
+        tmp_path,
+        workers=1,
+        extra_args=[*args, "--client-ca", str(pki["ca"])],
+        scheme="https",
+        health_kwargs=tls,
+    )
+    try:
+        r = requests.get(f"{broker.url}/healthz", headers={"X-Big": "a" * 20_000}, **tls)
+        assert r.status_code == 431
+    finally:
+        stop_broker(broker)
+    line = [x for x in broker.log().splitlines() if "serving on" in x]
+    assert len(line) == 1 and "serving on gunicorn (it hands client certificates" in line[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--server", "nginx"], "vanta-broker: --server must be granian or gunicorn, not 'nginx'"),
+        (
+            [
+                "--server",
+                "granian",
+                "--certfile",
+                "c.pem",
+                "--keyfile",
+                "k.pem",
+                "--client-ca",
+                "ca",
+            ],
+            "vanta-broker: granian cannot hand the client certificate to the broker",
+        ),
+        (["--workers", "0"], "vanta-broker: Invalid value for '--workers'"),
+    ],
+)
+def test_a_refused_combination_says_why_in_one_line_and_starts_nothing(config, args, message):
+    result = subprocess.run(
+        [sys.executable, "-m", "broker", "serve", "--port", "0", *args],
+        env=broker_env(config),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith(message)
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("server", ["granian", "gunicorn"])
+def test_sigterm_under_load_loses_no_acknowledged_request(config, tmp_path, server):
+    """Every answer a client received has its audit record, however the broker stops."""
+    broker = start_broker(config, tmp_path, extra_args=["--server", server])
+    token = make_token(config, environment="dev")
+    url = f"{broker.url}/api/v1/vault/dev/PORT"
+    answered: list[str] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        session = requests.Session()
+        while not stop.is_set():
+            try:
+                r = session.get(url, headers=bearer(token), timeout=10)
+            except requests.RequestException:
+                continue  # refused or cut while stopping: not acknowledged
+            if r.status_code == 200:
+                answered.append(r.headers["X-Request-Id"])
+
+    threads = [threading.Thread(target=load) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(answered) < 200 and time.monotonic() < deadline:
+            time.sleep(0.01)  # until the load is really on
+        broker.process.send_signal(signal.SIGTERM)
+        assert broker.process.wait(timeout=30) == 0
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    audited = {record["request_id"] for record in read_audit(config)}
+    assert len(answered) >= 200 and set(answered) <= audited
+    assert "Traceback" not in broker.log()
+
+
+_ENVIRON_PROBE = """
+import sys
+import broker.serving
+from broker.config import SECRET_VARIABLES
+
+def load_app(config, access_log=False):  # an app that says what its WSGI environ holds
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        leaked = [name for name in SECRET_VARIABLES if name in environ]
+        return [(",".join(leaked) or "clean").encode()]
+    return app
+
+broker.serving.load_app = load_app
+from broker.serve import main
+sys.argv = ["vanta-broker", "serve", "--port", sys.argv[1], "--workers", "1"]
+main()
+"""
+
+
+def test_no_secret_variable_reaches_a_requests_wsgi_environ(config, tmp_path):
+    """granian copies the process environment into every request's WSGI environ: the
+    broker drops the variables that hold secrets once its configuration is read."""
+    port = free_port()
+    env = {
+        **broker_env(config),
+        "SOPS_AGE_KEY": "AGE-SECRET-KEY-1PROBE",
+        "VANTA_WEBHOOK_SECRET": "w",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-c", _ENVIRON_PROBE, str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                answer = requests.get(f"http://127.0.0.1:{port}/", timeout=5).text
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline and process.poll() is None
+                time.sleep(0.05)
+        assert answer == "clean"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

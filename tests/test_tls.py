@@ -7,28 +7,7 @@ import sys
 
 import pytest
 import requests
-import trustme
 from conftest import bearer, broker_env, make_token, read_audit, start_broker, stop_broker
-
-
-@pytest.fixture
-def pki(tmp_path):
-    ca = trustme.CA()
-    server = ca.issue_cert("127.0.0.1", "localhost")
-    client = ca.issue_cert("billing-api@example.com", common_name="billing-api")
-    paths = {
-        "ca": tmp_path / "ca.pem",
-        "cert": tmp_path / "server.pem",
-        "key": tmp_path / "server-key.pem",
-        "client": tmp_path / "client.pem",
-    }
-    ca.cert_pem.write_to_path(str(paths["ca"]))
-    server.cert_chain_pems[0].write_to_path(str(paths["cert"]))
-    for pem in server.cert_chain_pems[1:]:
-        pem.write_to_path(str(paths["cert"]), append=True)
-    server.private_key_pem.write_to_path(str(paths["key"]))
-    client.private_key_and_cert_chain_pem.write_to_path(str(paths["client"]))
-    return paths
 
 
 def test_mutual_tls_reads_and_audits_the_client_certificate(config, tmp_path, pki):
