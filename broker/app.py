@@ -21,6 +21,7 @@ from broker.admin_api import admin
 from broker.api import api, check_query, json_response
 from broker.audit import AuditLog
 from broker.config import Config
+from broker.epochs import SharedCounters, counters_path
 from broker.errors import (
     ApiError,
     AuditUnavailable,
@@ -229,16 +230,19 @@ def _start_following(parts: Parts, background: bool) -> None:
 def open_rate_limits(config: Config, state: TokenState | None = None) -> RateLimits:
     """Counters every worker (SQLite) or every broker (Redis) shares; in the SQLite file
     of `state`, through its connections."""
+    counters = None
     if config.state_url is not None:
         from limits.storage import RedisStorage
 
         storage: Storage = RedisStorage(config.state_url.reveal())
     elif isinstance(state, SqliteTokenState) and state.path == config.state_db:
         storage = SqliteLimitStorage(config.state_db, connect=state.connection)
+        counters = state.counters
     else:
         storage = SqliteLimitStorage(config.state_db)
+        counters = SharedCounters(counters_path(config.state_db))
     per_token = parse_rate(config.rate_limit) if config.rate_limit else None
-    return RateLimits(storage, per_token, config.auth_failures_per_minute)
+    return RateLimits(storage, per_token, config.auth_failures_per_minute, counters)
 
 
 def open_token_state(config: Config) -> TokenState:

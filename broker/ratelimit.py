@@ -25,8 +25,11 @@ from limits import (
 from limits.storage import Storage
 from limits.strategies import FixedWindowRateLimiter
 
+from broker.epochs import THROTTLES, SharedCounters
 from broker.errors import StateUnavailable
 from broker.usage import thread_connection
+
+AUTHFAIL_PREFIX = "vanta/authfail/"
 
 _RATE_RE = re.compile(r"\s*(\d+)\s*/\s*(second|minute|hour)\s*")
 _ITEMS = {
@@ -127,18 +130,40 @@ class SqliteLimitStorage(Storage):
     def prune(self) -> None:
         self._conn().execute("DELETE FROM rate_limits WHERE expires_at < ?", (time.time(),))
 
+    def keys_over(self, prefix: str, count: int) -> frozenset[str]:
+        """The live keys starting with `prefix` whose count is over `count`."""
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT key FROM rate_limits WHERE substr(key, 1, ?) = ? AND count > ? "
+                "AND expires_at > ?",
+                (len(prefix), prefix, count, time.time()),
+            )
+            .fetchall()
+        )
+        return frozenset(row[0] for row in rows)
+
 
 @dataclass
 class RateLimits:
-    """Answers "may this go on?"; a number is the Retry-After in whole seconds."""
+    """Answers "may this go on?"; a number is the Retry-After in whole seconds.
+
+    With `counters` (SQLite storage, one broker) the throttled addresses are remembered per
+    process and reread only when some worker throttles a new one, so the check on every
+    request costs no query; without them (Redis, several brokers) every check asks."""
 
     storage: Storage
     per_token: RateLimitItem | None
     auth_failures_per_minute: int
+    counters: SharedCounters | None = None
     _last_prune: float = 0.0
+    # (throttle counter when read, the throttled minute keys then): replaced whole
+    _throttled: tuple[int, frozenset[str]] = (-1, frozenset())
 
     def __post_init__(self) -> None:
         self._limiter = FixedWindowRateLimiter(self.storage)
+        if not isinstance(self.storage, SqliteLimitStorage):
+            self.counters = None
 
     def _guard(self, fn, *args):  # type: ignore[no-untyped-def]
         try:
@@ -151,22 +176,35 @@ class RateLimits:
     @staticmethod
     def _minute_key(address: str) -> tuple[str, int]:
         now = time.time()
-        return f"vanta/authfail/{address}/{int(now // 60)}", math.ceil(60 - now % 60) or 1
+        return f"{AUTHFAIL_PREFIX}{address}/{int(now // 60)}", math.ceil(60 - now % 60) or 1
 
     def throttled(self, address: str) -> int | None:
         """Retry-After when `address` passed its failed-authentication allowance."""
         if self.auth_failures_per_minute <= 0:
             return None
         key, retry_after = self._minute_key(address)
-        if self._guard(self.storage.get, key) > self.auth_failures_per_minute:
-            return retry_after
-        return None
+        if self.counters is None:
+            over = self._guard(self.storage.get, key) > self.auth_failures_per_minute
+        else:
+            seen = self.counters.read(THROTTLES)
+            known = self._throttled
+            if known[0] != seen:  # the counter first: a throttle counted later rereads
+                keys = self._guard(
+                    self.storage.keys_over,  # type: ignore[attr-defined]
+                    AUTHFAIL_PREFIX,
+                    self.auth_failures_per_minute,
+                )
+                known = self._throttled = (seen, keys)
+            over = key in known[1]  # the key names its minute: a past minute never matches
+        return retry_after if over else None
 
     def note_auth_failure(self, address: str) -> None:
         if self.auth_failures_per_minute <= 0:
             return
         key, _ = self._minute_key(address)
-        self._guard(self.storage.incr, key, 61)
+        count = self._guard(self.storage.incr, key, 61)
+        if count == self.auth_failures_per_minute + 1 and self.counters is not None:
+            self.counters.bump(THROTTLES)  # this address is throttled from now on
         self._maybe_prune()
 
     def hit_token(self, jti: str) -> int | None:

@@ -8,6 +8,7 @@ caller answers 503 and no secret leaves without its use counted.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from broker.epochs import REVOCATIONS, SharedCounters, counters_path
 from broker.errors import StateUnavailable
 
 RETENTION_SECONDS = 3600  # state outlives its token by an hour, then is pruned
@@ -76,7 +78,9 @@ def thread_connection(local: threading.local, path: Path) -> sqlite3.Connection:
 
 
 class SqliteTokenState:
-    """Token state in SQLite (WAL mode); one connection per thread."""
+    """Token state in SQLite (WAL mode); one connection per thread. Revocations are also
+    remembered per process and reread only when another process counts a new one (the
+    shared counters), so checking a token costs no query."""
 
     PRUNE_EVERY_SECONDS = 300
 
@@ -84,12 +88,16 @@ class SqliteTokenState:
         self.path = path
         self._local = threading.local()
         self._last_prune = 0.0
+        # (revocation counter when read, the revoked jtis then): replaced whole, never mutated
+        self._revoked: tuple[int, frozenset[str]] = (-1, frozenset())
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            _create_private(path)
             conn = self._conn()
             conn.executescript(_SCHEMA)
         except (sqlite3.Error, OSError):
             raise StateUnavailable() from None
+        self.counters = SharedCounters(counters_path(path))
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection to the state file (others may share it)."""
@@ -116,7 +124,12 @@ class SqliteTokenState:
         return row[0] if row else 0
 
     def is_revoked(self, jti: str) -> bool:
-        return self._execute("SELECT 1 FROM revoked WHERE jti = ?", (jti,)).fetchone() is not None
+        seen = self.counters.read(REVOCATIONS)
+        known = self._revoked
+        if known[0] != seen:  # read the counter first: a revocation counted later rereads
+            rows = self._execute("SELECT jti FROM revoked").fetchall()
+            known = self._revoked = (seen, frozenset(row[0] for row in rows))
+        return jti in known[1]
 
     def revoke(self, jti: str, keep_until: int) -> None:
         self._execute(
@@ -124,6 +137,7 @@ class SqliteTokenState:
             "DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)",
             (jti, keep_until),
         )
+        self.counters.bump(REVOCATIONS)  # stored first, then announced
 
     def record_minted(self, token: MintedToken) -> None:
         self._maybe_prune()
@@ -149,4 +163,19 @@ class SqliteTokenState:
         self._last_prune = now
         cutoff = int(now) - RETENTION_SECONDS
         for table in ("usage", "revoked", "minted"):
-            self._execute(f"DELETE FROM {table} WHERE expires_at < ?", (cutoff,))  # noqa: S608
+            pruned = self._execute(f"DELETE FROM {table} WHERE expires_at < ?", (cutoff,))  # noqa: S608
+            if table == "revoked" and pruned.rowcount:
+                self.counters.bump(REVOCATIONS)
+
+
+def _create_private(path: Path) -> None:
+    """Create the state file readable by its owner only (it names every token minted), and
+    make one an older version created wider so (SQLite gives its -wal and -shm files the
+    database file's mode)."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            if os.stat(name).st_mode & 0o077:
+                os.chmod(name, 0o600)
+        except FileNotFoundError:
+            pass

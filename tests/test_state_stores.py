@@ -46,6 +46,30 @@ def test_revocations_and_minted_scopes_are_remembered(token_state):
     assert token_state.minted("nope") is None
 
 
+def test_a_revocation_in_one_process_is_seen_at_once_by_another(tmp_path):
+    """Each process remembers revocations; a new one elsewhere is reread before the next
+    check (a shared counter says so), not after some cache time."""
+    here, there = SqliteTokenState(tmp_path / "state.db"), SqliteTokenState(tmp_path / "state.db")
+    expires = int(time.time()) + 600
+    assert not here.is_revoked("j7") and not there.is_revoked("j7")
+    there.revoke("j7", expires)
+    assert here.is_revoked("j7")
+    there.revoke("j8", expires)
+    assert here.is_revoked("j8") and here.is_revoked("j7") and not here.is_revoked("j9")
+
+
+def test_the_state_files_are_readable_by_their_owner_only(tmp_path):
+    path = tmp_path / "state" / "broker.db"
+    path.parent.mkdir()
+    path.touch(mode=0o644)  # as an earlier version left it
+    state = SqliteTokenState(path)
+    state.use_one("j10", 3, int(time.time()) + 600)
+    state.revoke("j10", int(time.time()) + 600)
+    files = sorted(path.parent.iterdir())
+    assert {f.name for f in files} >= {"broker.db", "broker.db-wal", "broker.db-epochs"}
+    assert {f.name: f.stat().st_mode & 0o777 for f in files} == {f.name: 0o600 for f in files}
+
+
 def test_redis_unreachable_fails_closed_then_recovers(redis_server):
     state = RedisTokenState(redis_server.url, timeout_seconds=0.5)
     state.ping()
