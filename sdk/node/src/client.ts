@@ -76,7 +76,8 @@ export const DEFAULTS: Readonly<Record<Knob, number>> = {
   breakerCooldownMs: 30_000,
 };
 
-export type GetManyOptions = { pattern: string; keys?: never } | { keys: string[]; pattern?: never };
+export type GetManyOptions =
+  { pattern: string; keys?: never } | { keys: string[]; pattern?: never };
 
 /** Talks to one broker with one token. Every method rejects with a VaultError on failure. */
 export class VaultClient {
@@ -125,7 +126,8 @@ export class VaultClient {
   /** One value; `version` is a commit SHA. A request uses one of a limited token's uses;
    * a cache hit does not. */
   async get(environment: string, key: string, options: { version?: string } = {}): Promise<Secret> {
-    const query = options.version === undefined ? "" : `?version=${encodeURIComponent(options.version)}`;
+    const query =
+      options.version === undefined ? "" : `?version=${encodeURIComponent(options.version)}`;
     const body = await this.#read({ method: "GET", path: vaultPath(environment, key) + query });
     return {
       environment: body.environment,
@@ -145,7 +147,10 @@ export class VaultClient {
   /** Key names (never values) inside the token's pattern that match `pattern`. */
   async list(environment: string, options: { pattern?: string } = {}): Promise<string[]> {
     const pattern = encodeURIComponent(options.pattern ?? "*");
-    const body = await this.#read({ method: "GET", path: `${vaultPath(environment)}?pattern=${pattern}` });
+    const body = await this.#read({
+      method: "GET",
+      path: `${vaultPath(environment)}?pattern=${pattern}`,
+    });
     return body.keys;
   }
 
@@ -195,7 +200,9 @@ export class VaultClient {
   async send(command: GetSecretValueCommand): Promise<GetSecretValueOutput> {
     const name = (command as { constructor?: { name?: string } } | null)?.constructor?.name;
     if (!(command instanceof GetSecretValueCommand) && name !== "GetSecretValueCommand") {
-      throw new VaultError(`VaultClient.send takes a GetSecretValueCommand, not ${name ?? typeof command}`);
+      throw new VaultError(
+        `VaultClient.send takes a GetSecretValueCommand, not ${name ?? typeof command}`,
+      );
     }
     return this.getSecretValue(command.input);
   }
@@ -222,7 +229,11 @@ export class VaultClient {
       throw new TypeError("pass exactly one of keys and pattern");
     }
     const json = keys !== undefined ? { keys: [...(keys as string[])] } : { pattern };
-    const body = await this.#read({ method: "POST", path: `${vaultPath(environment)}/batch`, json });
+    const body = await this.#read({
+      method: "POST",
+      path: `${vaultPath(environment)}/batch`,
+      json,
+    });
     return { values: body.values, version: body.version ?? null };
   }
 

@@ -143,7 +143,8 @@ export class HttpTransport {
       function fail(error: Error): void {
         clearTimeout(timer);
         const code = (error as NodeJS.ErrnoException).code ?? "";
-        const tls = !timedOut && (stage === "handshake" || /^(ERR_SSL_|ERR_TLS_|EPROTO$)/.test(code));
+        const tls =
+          !timedOut && (stage === "handshake" || /^(ERR_SSL_|ERR_TLS_|EPROTO$)/.test(code));
         const reason = timedOut ? "timed out" : describe(code, tls);
         reject(new TransportFailure(reason, stage, timedOut, tls));
       }

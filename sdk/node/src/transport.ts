@@ -81,7 +81,9 @@ export class Transport {
         retry,
         request.method === "GET",
         (attempt, what, waitMs) =>
-          logger.debug?.(`attempt ${attempt} failed (${what}); retrying in ${Math.round(waitMs)}ms`),
+          logger.debug?.(
+            `attempt ${attempt} failed (${what}); retrying in ${Math.round(waitMs)}ms`,
+          ),
       );
     } catch (error) {
       if (error instanceof TransportFailure) {
@@ -94,7 +96,12 @@ export class Transport {
     return this.settle(admission, answer, key, request);
   }
 
-  private settle(admission: Admission, answer: Answer, key: string | null, request: Request): Answer {
+  private settle(
+    admission: Admission,
+    answer: Answer,
+    key: string | null,
+    request: Request,
+  ): Answer {
     const { breaker, cache } = this.options;
     if (RETRY_STATUSES.has(answer.status)) {
       breaker.failed(admission);
@@ -134,7 +141,9 @@ export class Transport {
     if (entry === undefined) throw error;
     const age = (cache.age(entry) / 1000).toFixed(1);
     const what = error instanceof BrokerUnavailable ? error.message : String(error);
-    logger.warn(`serving a cached answer ${age}s old for ${request.method} ${request.path}: ${what}`);
+    logger.warn(
+      `serving a cached answer ${age}s old for ${request.method} ${request.path}: ${what}`,
+    );
     return entry.answer;
   }
 }

@@ -10,7 +10,16 @@ import { after, before, test } from "node:test";
 import * as aws from "@aws-sdk/client-secrets-manager";
 import * as vanta from "@vanta-vault/client";
 
-import { VENV_BIN, cleanEnv, freePort, makeRepo, mint, poll, rawRequest, startBroker } from "./support.mjs";
+import {
+  VENV_BIN,
+  cleanEnv,
+  freePort,
+  makeRepo,
+  mint,
+  poll,
+  rawRequest,
+  startBroker,
+} from "./support.mjs";
 
 const SECRET_ID = "prod/DATABASE_URL";
 
@@ -40,7 +49,9 @@ before(async () => {
     VANTA_TOKEN: await mint({ environment: "prod", keyPattern: "DATABASE_*" }),
   });
   const setup = new aws.SecretsManagerClient({});
-  await setup.send(new aws.CreateSecretCommand({ Name: SECRET_ID, SecretString: repo.prod.DATABASE_URL }));
+  await setup.send(
+    new aws.CreateSecretCommand({ Name: SECRET_ID, SecretString: repo.prod.DATABASE_URL }),
+  );
 });
 
 after(async () => {
@@ -50,7 +61,10 @@ after(async () => {
 
 test("code written for SecretsManagerClient reads the same SecretString from moto and from the broker", async () => {
   const fromAws = await readDatabaseUrl(aws);
-  const fromVault = await readDatabaseUrl({ SecretsManagerClient: vanta.VaultClient, GetSecretValueCommand: vanta.GetSecretValueCommand });
+  const fromVault = await readDatabaseUrl({
+    SecretsManagerClient: vanta.VaultClient,
+    GetSecretValueCommand: vanta.GetSecretValueCommand,
+  });
   for (const answer of [fromAws, fromVault]) {
     assert.equal(answer.Name, SECRET_ID);
     assert.ok(answer.VersionStages.includes("AWSCURRENT"));
@@ -66,7 +80,10 @@ test("VaultClient.send also takes AWS's own GetSecretValueCommand", async () => 
   const vc = new vanta.VaultClient();
   const answer = await vc.send(new aws.GetSecretValueCommand({ SecretId: SECRET_ID }));
   assert.equal(answer.SecretString, repo.prod.DATABASE_URL);
-  await assert.rejects(vc.send(new aws.ListSecretsCommand({})), /takes a GetSecretValueCommand, not ListSecretsCommand/);
+  await assert.rejects(
+    vc.send(new aws.ListSecretsCommand({})),
+    /takes a GetSecretValueCommand, not ListSecretsCommand/,
+  );
 });
 
 async function startMoto() {
@@ -77,7 +94,15 @@ async function startMoto() {
   });
   const exited = new Promise((done) => child.once("exit", done));
   const url = `http://127.0.0.1:${port}`;
-  await poll(() => rawRequest(`${url}/`).then(() => true, () => child.exitCode !== null), "moto_server", 60_000);
+  await poll(
+    () =>
+      rawRequest(`${url}/`).then(
+        () => true,
+        () => child.exitCode !== null,
+      ),
+    "moto_server",
+    60_000,
+  );
   assert.equal(child.exitCode, null, "moto_server exited");
   return {
     url,

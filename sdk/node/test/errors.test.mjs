@@ -12,7 +12,16 @@ import { inspect } from "node:util";
 
 import * as sdk from "@vanta-vault/client";
 
-import { freePort, makeRepo, mint, poll, rawRequest, scriptedServer, startBroker, tempDir } from "./support.mjs";
+import {
+  freePort,
+  makeRepo,
+  mint,
+  poll,
+  rawRequest,
+  scriptedServer,
+  startBroker,
+  tempDir,
+} from "./support.mjs";
 
 const { VaultClient } = sdk;
 
@@ -50,7 +59,13 @@ async function failure(call, audit = () => broker.audit()) {
 
 function assertNoToken(token, ...things) {
   for (const thing of things) {
-    for (const text of [String(thing), thing.message, thing.stack, inspect(thing), JSON.stringify(thing)]) {
+    for (const text of [
+      String(thing),
+      thing.message,
+      thing.stack,
+      inspect(thing),
+      JSON.stringify(thing),
+    ]) {
       assert.ok(!String(text).includes(token), `the token leaked into ${text}`);
     }
   }
@@ -59,7 +74,13 @@ function assertNoToken(token, ...things) {
 const CASES = [
   ["ScopeDenied", "scope_denied", 403, { environment: "dev" }, (vc) => vc.get("prod", "API_KEY")],
   ["ScopeDenied", "scope_denied", 403, { keyPattern: "DATABASE_*" }, (vc) => vc.get("dev", "PORT")],
-  ["PermissionDenied", "permission_denied", 403, { permissions: ["secrets:read"] }, (vc) => vc.list("dev")],
+  [
+    "PermissionDenied",
+    "permission_denied",
+    403,
+    { permissions: ["secrets:read"] },
+    (vc) => vc.list("dev"),
+  ],
   ["NotFound", "not_found", 404, {}, (vc) => vc.get("dev", "MISSING")],
   ["NotFound", "not_found", 404, {}, (vc) => vc.get("staging", "PORT")],
   ["BadRequest", "bad_request", 400, {}, (vc) => vc.get("Bad_Env", "PORT")],
@@ -77,7 +98,10 @@ for (const [name, code, status, scope, call] of CASES) {
     assert.deepEqual([error.status, error.code, error.name], [status, code, name]);
     assert.ok(error.message.length > 0 && !error.message.includes("\n"), error.message);
     assert.match(error.requestId, /\S/);
-    assert.ok(String(error).startsWith(`${name}: ${status} ${code}: ${error.message}`), String(error));
+    assert.ok(
+      String(error).startsWith(`${name}: ${status} ${code}: ${error.message}`),
+      String(error),
+    );
     assertNoToken(token, error);
   });
 }
@@ -102,7 +126,10 @@ test("UsageExhausted once a limited token is used up, TokenRevoked once revoked"
   assert.deepEqual([exhausted.status, exhausted.code], [403, "usage_exhausted"]);
 
   const token = await mint();
-  const answer = await rawRequest(`${broker.url}/api/v1/vault/tokens/revoke-self`, { method: "POST", token });
+  const answer = await rawRequest(`${broker.url}/api/v1/vault/tokens/revoke-self`, {
+    method: "POST",
+    token,
+  });
   assert.equal(answer.status, 200, answer.body);
   const revoked = await failure(() => client(broker.url, token).get("dev", "PORT"));
   assert.ok(revoked instanceof sdk.TokenRevoked && revoked instanceof sdk.Forbidden);
@@ -132,7 +159,10 @@ test("AuditUnavailable when the broker cannot write its audit record", async () 
   rmSync(directory, { recursive: true });
   writeFileSync(directory, ""); // the audit directory is now a file
   const error = await call(() => vc.get("dev", "PORT"));
-  assert.ok(error instanceof sdk.AuditUnavailable && error instanceof sdk.ServiceUnavailable, String(error));
+  assert.ok(
+    error instanceof sdk.AuditUnavailable && error instanceof sdk.ServiceUnavailable,
+    String(error),
+  );
   assert.deepEqual([error.status, error.code], [503, "audit_unavailable"]);
   assert.match(error.requestId, /\S/);
 });
@@ -146,7 +176,10 @@ test("StateUnavailable when the shared state store is down", async () => {
   await vc.get("dev", "PORT");
   await redis.stop();
   const error = await failure(() => vc.get("dev", "PORT"), own.audit);
-  assert.ok(error instanceof sdk.StateUnavailable && error instanceof sdk.ServiceUnavailable, String(error));
+  assert.ok(
+    error instanceof sdk.StateUnavailable && error instanceof sdk.ServiceUnavailable,
+    String(error),
+  );
   assert.deepEqual([error.status, error.code], [503, "state_unavailable"]);
 });
 
@@ -163,7 +196,10 @@ test("BrokerUnavailable, in one line, when nothing listens", async () => {
 test("a code the client does not know is mapped by its status", async () => {
   const server = await scriptedServer({
     script: [
-      { status: 403, body: JSON.stringify({ error: { code: "brand_new", message: "m" }, request_id: "r1" }) },
+      {
+        status: 403,
+        body: JSON.stringify({ error: { code: "brand_new", message: "m" }, request_id: "r1" }),
+      },
       502,
       { status: 200, body: "<html>not a broker</html>" },
     ],
@@ -184,7 +220,14 @@ test("the tree of SPEC §12, every class exported by name", () => {
   const { VaultError, BrokerError, Forbidden, ServiceUnavailable } = sdk;
   assert.ok(sdk.BrokerUnavailable.prototype instanceof VaultError);
   assert.ok(BrokerError.prototype instanceof VaultError && VaultError.prototype instanceof Error);
-  for (const name of ["BadRequest", "TokenInvalid", "Forbidden", "NotFound", "RateLimited", "ServiceUnavailable"]) {
+  for (const name of [
+    "BadRequest",
+    "TokenInvalid",
+    "Forbidden",
+    "NotFound",
+    "RateLimited",
+    "ServiceUnavailable",
+  ]) {
     assert.ok(sdk[name].prototype instanceof BrokerError, name);
   }
   for (const name of ["ScopeDenied", "PermissionDenied", "UsageExhausted", "TokenRevoked"]) {
@@ -198,7 +241,10 @@ test("the tree of SPEC §12, every class exported by name", () => {
 test("a token never shows in the client's printout, nor a line-broken one in its error", async () => {
   const token = await mint();
   const vc = client(`http://user:pass@127.0.0.1:${broker.port}`, token);
-  assert.ok(!inspect(vc).includes(token) && !inspect(vc, { showHidden: true }).includes("pass"), inspect(vc));
+  assert.ok(
+    !inspect(vc).includes(token) && !inspect(vc, { showHidden: true }).includes("pass"),
+    inspect(vc),
+  );
   assert.ok(!JSON.stringify(vc).includes(token));
   const forged = `${token}\r\nX-Evil: 1`;
   const start = broker.audit().length;
@@ -221,7 +267,18 @@ async function startRedis() {
   const dir = tempDir();
   const child = spawn(
     "redis-server",
-    ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir],
+    [
+      "--port",
+      String(port),
+      "--bind",
+      "127.0.0.1",
+      "--save",
+      "",
+      "--appendonly",
+      "no",
+      "--dir",
+      dir,
+    ],
     { stdio: "ignore" },
   );
   const exited = new Promise((done) => child.once("exit", done));

@@ -64,7 +64,10 @@ test("get with a version reads the value as of that commit, full or abbreviated"
   assert.equal(old.value, repo.firstDev.PORT);
   assert.equal(old.version, first);
   assert.deepEqual(old.committedAt, await commitTime(first));
-  assert.equal((await vc.get("dev", "PORT", { version: first.slice(0, 7) })).value, repo.firstDev.PORT);
+  assert.equal(
+    (await vc.get("dev", "PORT", { version: first.slice(0, 7) })).value,
+    repo.firstDev.PORT,
+  );
   assert.equal((await vc.get("dev", "PORT")).value, repo.dev.PORT);
   await assert.rejects(vc.get("dev", "PORT", { version: "0".repeat(40) }), NotFound);
 });
@@ -81,7 +84,13 @@ test("getMany by pattern and by keys: one request and one use each", async () =>
     "API_KEYS/stripe": repo.dev.API_KEYS.stripe,
   });
   const batches = requestsSince(start);
-  assert.deepEqual(batches.map((r) => [r.event, r.status]), [["secret.batch", 200], ["secret.batch", 200]]);
+  assert.deepEqual(
+    batches.map((r) => [r.event, r.status]),
+    [
+      ["secret.batch", 200],
+      ["secret.batch", 200],
+    ],
+  );
   await assert.rejects(vc.getMany("dev", { pattern: "NOTHING_*" }), UsageExhausted); // both uses gone
 });
 
@@ -102,7 +111,9 @@ test("list gives the names inside the token's pattern that match", async () => {
   const all = client(await mint({ environment: "dev" }));
   assert.deepEqual(
     (await all.list("dev", { pattern: "API_KEYS/*" })).sort(),
-    Object.keys(repo.dev.API_KEYS).map((k) => `API_KEYS/${k}`).sort(),
+    Object.keys(repo.dev.API_KEYS)
+      .map((k) => `API_KEYS/${k}`)
+      .sort(),
   );
 });
 
@@ -147,7 +158,10 @@ test("getSecretValue answers in AWS Secrets Manager's shape", async () => {
   );
   assert.deepEqual(old.CreatedDate, await commitTime(first));
   assert.equal((await vc.getSecretValue({ SecretId: "dev/DEBUG" })).SecretString, "true");
-  const nested = await vc.getSecretValue({ SecretId: "dev/API_KEYS/openai", VersionStage: "AWSCURRENT" });
+  const nested = await vc.getSecretValue({
+    SecretId: "dev/API_KEYS/openai",
+    VersionStage: "AWSCURRENT",
+  });
   assert.equal(nested.SecretString, repo.dev.API_KEYS.openai);
 });
 
@@ -196,7 +210,9 @@ test("a SecretId that is not ENV/KEY, or another stage, is refused before any re
 
 test("the broker and token come from VANTA_BROKER_URL and VANTA_TOKEN unless given", async () => {
   const token = await mint({ environment: "prod" });
-  const fromEnv = new VaultClient({ env: { VANTA_BROKER_URL: broker.url, VANTA_TOKEN: `${token}\n` } });
+  const fromEnv = new VaultClient({
+    env: { VANTA_BROKER_URL: broker.url, VANTA_TOKEN: `${token}\n` },
+  });
   assert.equal((await fromEnv.get("prod", "API_KEY")).value, repo.prod.API_KEY);
   const given = new VaultClient({
     url: broker.url,
@@ -210,7 +226,11 @@ test("the broker and token come from VANTA_BROKER_URL and VANTA_TOKEN unless giv
 test("the CommonJS build exports the same client and errors by name", async () => {
   const require = createRequire(import.meta.url);
   const cjs = require("@vanta-vault/client");
-  const vc = new cjs.VaultClient({ url: broker.url, token: await mint({ environment: "prod" }), env: {} });
+  const vc = new cjs.VaultClient({
+    url: broker.url,
+    token: await mint({ environment: "prod" }),
+    env: {},
+  });
   assert.equal((await vc.get("prod", "DATABASE_URL")).value, repo.prod.DATABASE_URL);
   await assert.rejects(vc.get("prod", "MISSING"), cjs.NotFound);
   const answer = await vc.send(new cjs.GetSecretValueCommand({ SecretId: "prod/API_KEY" }));

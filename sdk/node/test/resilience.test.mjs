@@ -17,7 +17,16 @@ import {
   VaultClient,
 } from "@vanta-vault/client";
 
-import { freePort, makeRepo, mint, poll, rawRequest, recordingLogger, scriptedServer, startBroker } from "./support.mjs";
+import {
+  freePort,
+  makeRepo,
+  mint,
+  poll,
+  rawRequest,
+  recordingLogger,
+  scriptedServer,
+  startBroker,
+} from "./support.mjs";
 
 let repo;
 let broker;
@@ -34,7 +43,14 @@ after(async () => {
 });
 
 function sdk(url, token, options = {}) {
-  return new VaultClient({ url, token, env: {}, backoffMs: 10, logger: recordingLogger(), ...options });
+  return new VaultClient({
+    url,
+    token,
+    env: {},
+    backoffMs: 10,
+    logger: recordingLogger(),
+    ...options,
+  });
 }
 
 /** The broker's audit records from `start` on (one per request it got). */
@@ -106,12 +122,18 @@ test("a 401 or 403 empties the cache and is never retried", async () => {
   const token = await mint();
   const vc = sdk(broker.url, token, { retries: 3 });
   await vc.get("dev", "PORT");
-  const answer = await rawRequest(`${broker.url}/api/v1/vault/tokens/revoke-self`, { method: "POST", token });
+  const answer = await rawRequest(`${broker.url}/api/v1/vault/tokens/revoke-self`, {
+    method: "POST",
+    token,
+  });
   assert.equal(answer.status, 200);
   const start = broker.audit().length;
   await assert.rejects(vc.get("dev", "DEBUG"), TokenRevoked);
   await assert.rejects(vc.get("dev", "PORT"), TokenRevoked); // no longer served from memory
-  assert.deepEqual(since(start).map((r) => r.status), [403, 403]);
+  assert.deepEqual(
+    since(start).map((r) => r.status),
+    [403, 403],
+  );
 });
 
 // -- stale answers ---------------------------------------------------------------------
@@ -130,7 +152,10 @@ test("with the broker stopped, the cache serves until maxStaleMs, then the error
   const outcomes = []; // [started, ended, value or error]
   await poll(async () => {
     const started = performance.now();
-    const outcome = await vc.get("dev", "DATABASE_URL").then((s) => s.value, (e) => e);
+    const outcome = await vc.get("dev", "DATABASE_URL").then(
+      (s) => s.value,
+      (e) => e,
+    );
     outcomes.push([started, performance.now(), outcome]);
     return outcome instanceof BrokerUnavailable;
   }, "the stale answer to expire");
@@ -142,7 +167,10 @@ test("with the broker stopped, the cache serves until maxStaleMs, then the error
   assert.ok(failedBy > fetchedAfter + maxStale);
   assert.match(error.message, /cannot reach the broker|circuit open/);
   const [first] = logger.warnings();
-  assert.match(first, /^serving a cached answer \d+\.\ds old for GET \/api\/v1\/vault\/dev\/DATABASE_URL: /);
+  assert.match(
+    first,
+    /^serving a cached answer \d+\.\ds old for GET \/api\/v1\/vault\/dev\/DATABASE_URL: /,
+  );
   assert.match(first, /cannot reach the broker at http:\/\/127\.0\.0\.1:\d+: connection refused/);
   for (const { message } of logger.lines) {
     assert.ok(!message.includes(repo.dev.DATABASE_URL) && !message.includes(token), message);
@@ -152,7 +180,12 @@ test("with the broker stopped, the cache serves until maxStaleMs, then the error
 test("a 503 answer serves the stale value, a 429 does not", async () => {
   const server = await scripted({ script: ["pass", 503, 429] });
   const logger = recordingLogger();
-  const vc = sdk(server.url, await mint(), { cacheTtlMs: 200, maxStaleMs: 60_000, retries: 0, logger });
+  const vc = sdk(server.url, await mint(), {
+    cacheTtlMs: 200,
+    maxStaleMs: 60_000,
+    retries: 0,
+    logger,
+  });
   assert.equal((await vc.get("dev", "PORT")).value, repo.dev.PORT);
   await poll(async () => {
     assert.equal((await vc.get("dev", "PORT")).value, repo.dev.PORT);
@@ -170,7 +203,10 @@ test("transport errors and 502/503/504 are retried up to the real answer", async
   const start = broker.audit().length;
   assert.equal((await vc.get("dev", "PORT")).value, repo.dev.PORT);
   assert.equal(server.requests.length, 5);
-  assert.deepEqual(since(start, isRead("PORT")).map((r) => r.status), [200]);
+  assert.deepEqual(
+    since(start, isRead("PORT")).map((r) => r.status),
+    [200],
+  );
 });
 
 test("retries N means N more attempts, then the last error", async () => {
@@ -186,7 +222,10 @@ test("no other answer is retried", async () => {
   const vc = sdk(server.url, "t", { retries: 3, cacheTtlMs: 0 });
   const errors = [];
   for (let i = 0; i < 4; i++) errors.push(await rejection(vc.get("dev", "PORT")));
-  assert.deepEqual(errors.map((e) => e.constructor), [BrokerError, RateLimited, NotFound, BadRequest]);
+  assert.deepEqual(
+    errors.map((e) => e.constructor),
+    [BrokerError, RateLimited, NotFound, BadRequest],
+  );
   assert.equal(server.requests.length, 4);
 });
 
@@ -198,7 +237,10 @@ test("a POST whose answer was lost, or that got 502 or 504, is not sent again", 
   assert.ok(lost instanceof BrokerUnavailable, String(lost));
   assert.equal(server.requests.length, 1);
   // the broker carried it out (a use of a limited token): a second attempt would use another
-  assert.deepEqual(since(start).map((r) => [r.event, r.status]), [["secret.batch", 200]]);
+  assert.deepEqual(
+    since(start).map((r) => [r.event, r.status]),
+    [["secret.batch", 200]],
+  );
   await assert.rejects(vc.getMany("dev", { keys: ["DEBUG"] }), BrokerError);
   await assert.rejects(vc.getMany("dev", { keys: ["DEBUG"] }), BrokerError);
   assert.equal(server.requests.length, 3);
@@ -243,7 +285,9 @@ test("a GET is retried after a timeout; without retries, the timeout is BrokerUn
   assert.equal(server.requests.length, 2);
   assert.match(logger.debugs()[0], /attempt 1 failed \(timed out\)/);
   const silent = await scripted({ otherwise: "hang" });
-  const error = await rejection(sdk(silent.url, "t", { retries: 0, timeoutMs: 1000 }).get("dev", "PORT"));
+  const error = await rejection(
+    sdk(silent.url, "t", { retries: 0, timeoutMs: 1000 }).get("dev", "PORT"),
+  );
   assert.ok(error instanceof BrokerUnavailable);
   assert.equal(error.message, `the broker at ${silent.url} did not answer within 1s`);
 });
@@ -253,12 +297,21 @@ test("backoff is full jitter within the exponential window", async () => {
   const server = await scripted({ script: Array(retries).fill(503) });
   const logger = recordingLogger();
   const options = { retries, backoffMs: 40, backoffMaxMs: 200, logger };
-  assert.equal((await sdk(server.url, await mint(), options).get("dev", "PORT")).value, repo.dev.PORT);
+  assert.equal(
+    (await sdk(server.url, await mint(), options).get("dev", "PORT")).value,
+    repo.dev.PORT,
+  );
   const waits = logger.debugs().map((line) => Number(/retrying in (\d+)ms/.exec(line)[1]));
   const ceilings = waits.map((_, n) => Math.min(200, 40 * 2 ** n));
   assert.equal(waits.length, retries);
-  assert.ok(waits.every((wait, n) => wait >= 0 && wait <= ceilings[n] + 1), `${waits} within ${ceilings}`);
-  assert.ok(waits.some((wait, n) => wait < 0.9 * ceilings[n]), `${waits}: drawn, not the ceiling`);
+  assert.ok(
+    waits.every((wait, n) => wait >= 0 && wait <= ceilings[n] + 1),
+    `${waits} within ${ceilings}`,
+  );
+  assert.ok(
+    waits.some((wait, n) => wait < 0.9 * ceilings[n]),
+    `${waits}: drawn, not the ceiling`,
+  );
 });
 
 // -- the circuit breaker ---------------------------------------------------------------
@@ -271,7 +324,10 @@ test("once the breaker is open, calls fail fast without a request", async () => 
   for (let i = 0; i < 10; i++) {
     const error = await rejection(vc.get("dev", `KEY_${i}`));
     assert.ok(error instanceof BrokerUnavailable);
-    assert.match(error.message, /^circuit open: the broker at \S+ failed 3 calls in a row \(next try in \d+\.\ds\)$/);
+    assert.match(
+      error.message,
+      /^circuit open: the broker at \S+ failed 3 calls in a row \(next try in \d+\.\ds\)$/,
+    );
   }
   assert.equal(server.requests.length, 3);
 });
@@ -280,7 +336,12 @@ test("after the cooldown one trial goes while the others fail fast; its success 
   let release;
   const held = (r) => (release = r);
   const server = await scripted({ script: [503, 503, held] });
-  const vc = sdk(server.url, await mint(), { retries: 0, cacheTtlMs: 0, breakerThreshold: 2, breakerCooldownMs: 1000 });
+  const vc = sdk(server.url, await mint(), {
+    retries: 0,
+    cacheTtlMs: 0,
+    breakerThreshold: 2,
+    breakerCooldownMs: 1000,
+  });
   for (let i = 0; i < 2; i++) await assert.rejects(vc.get("dev", "PORT"), ServiceUnavailable);
   await poll(() => vc.breakerState === "half-open", "the cooldown");
   const keys = ["PORT", "DEBUG", "DATABASE_URL", "DATABASE_USER", "API_KEYS/openai"];
@@ -301,7 +362,12 @@ test("after the cooldown one trial goes while the others fail fast; its success 
 
 test("a failed trial opens the breaker again", async () => {
   const server = await scripted({ script: [503, 503, 503] });
-  const vc = sdk(server.url, "t", { retries: 0, cacheTtlMs: 0, breakerThreshold: 2, breakerCooldownMs: 1000 });
+  const vc = sdk(server.url, "t", {
+    retries: 0,
+    cacheTtlMs: 0,
+    breakerThreshold: 2,
+    breakerCooldownMs: 1000,
+  });
   for (let i = 0; i < 2; i++) await assert.rejects(vc.get("dev", "PORT"), ServiceUnavailable);
   await poll(() => vc.breakerState === "half-open", "the cooldown");
   await assert.rejects(vc.get("dev", "PORT"), ServiceUnavailable); // the trial
@@ -313,7 +379,13 @@ test("a failed trial opens the breaker again", async () => {
 test("any other answer resets the failure count", async () => {
   const server = await scripted({ script: [503, 503, 404, 503, 503] });
   const vc = sdk(server.url, await mint(), { retries: 0, cacheTtlMs: 0, breakerThreshold: 3 });
-  for (const expected of [ServiceUnavailable, ServiceUnavailable, NotFound, ServiceUnavailable, ServiceUnavailable]) {
+  for (const expected of [
+    ServiceUnavailable,
+    ServiceUnavailable,
+    NotFound,
+    ServiceUnavailable,
+    ServiceUnavailable,
+  ]) {
     await assert.rejects(vc.get("dev", "PORT"), expected);
   }
   assert.equal(vc.breakerState, "closed");
@@ -358,7 +430,9 @@ test("concurrent calls for one uncached value make one request", async () => {
   const seen = await Promise.all(Array.from({ length: 16 }, (_, n) => worker(n)));
   const expected = Object.fromEntries(keys.map((key) => [key, repo.dev[key]]));
   assert.deepEqual(seen, Array(16).fill(expected));
-  const batches = await Promise.all(Array.from({ length: 8 }, () => vc.getMany("dev", { pattern: "DATABASE_*" })));
+  const batches = await Promise.all(
+    Array.from({ length: 8 }, () => vc.getMany("dev", { pattern: "DATABASE_*" })),
+  );
   assert.equal(new Set(batches.map((b) => JSON.stringify(b))).size, 1);
   const requests = since(start);
   assert.deepEqual(requests.map((r) => r.key ?? "batch").sort(), [...keys, "batch"].sort());

@@ -38,7 +38,9 @@ process.on("exit", () => {
 /** The environment without the client's and broker's own variables. */
 export function cleanEnv(extra = {}) {
   const env = Object.fromEntries(
-    Object.entries(process.env).filter(([name]) => !name.startsWith("VANTA_") && !name.startsWith("AWS_")),
+    Object.entries(process.env).filter(
+      ([name]) => !name.startsWith("VANTA_") && !name.startsWith("AWS_"),
+    ),
   );
   return { ...env, ...GIT_ENV, ...extra };
 }
@@ -51,9 +53,13 @@ export function tempDir() {
 }
 
 async function fixture(command, dir) {
-  const { stdout } = await run(join(VENV_BIN, "python"), [join(HERE, "fixtures.py"), command, dir], {
-    env: cleanEnv(),
-  });
+  const { stdout } = await run(
+    join(VENV_BIN, "python"),
+    [join(HERE, "fixtures.py"), command, dir],
+    {
+      env: cleanEnv(),
+    },
+  );
   return JSON.parse(stdout);
 }
 
@@ -143,7 +149,9 @@ export async function startBroker(repo, { env = {}, args = [], tls } = {}) {
     },
   };
   const deadline = Date.now() + STARTUP_MS;
-  const healthTls = tls ? { ca: readFileSync(tls.ca), cert: readFileSync(tls.client), key: readFileSync(tls.client) } : {};
+  const healthTls = tls
+    ? { ca: readFileSync(tls.ca), cert: readFileSync(tls.client), key: readFileSync(tls.client) }
+    : {};
   while (Date.now() < deadline) {
     if (child.exitCode !== null) throw new Error(`the broker exited: ${log}`);
     if ((await status(`${url}/healthz`, healthTls)) === 200) return broker;
@@ -256,21 +264,33 @@ function canned(status) {
   if (status === 502 || status === 504) {
     return { status, body: "<html>bad gateway</html>", headers: { "Content-Type": "text/html" } };
   }
-  const code = { 400: "bad_request", 404: "not_found", 429: "rate_limited", 503: "decrypt_failed" }[status];
-  return { status, body: JSON.stringify({ error: { code: code ?? `http_${status}`, message: "scripted" }, request_id: "scripted" }) };
+  const code = { 400: "bad_request", 404: "not_found", 429: "rate_limited", 503: "decrypt_failed" }[
+    status
+  ];
+  return {
+    status,
+    body: JSON.stringify({
+      error: { code: code ?? `http_${status}`, message: "scripted" },
+      request_id: "scripted",
+    }),
+  };
 }
 
 function forward(upstream, req, body) {
   return new Promise((done, fail) => {
     const headers = { ...req.headers, host: new URL(upstream).host };
-    const out = http.request(upstream + req.url, { method: req.method, headers, agent: false }, (res) => {
-      const chunks = [];
-      res.on("data", (chunk) => chunks.push(chunk));
-      res.on("end", () => {
-        const { connection, "keep-alive": _, "transfer-encoding": __, ...kept } = res.headers;
-        done({ status: res.statusCode, headers: kept, body: Buffer.concat(chunks) });
-      });
-    });
+    const out = http.request(
+      upstream + req.url,
+      { method: req.method, headers, agent: false },
+      (res) => {
+        const chunks = [];
+        res.on("data", (chunk) => chunks.push(chunk));
+        res.on("end", () => {
+          const { connection, "keep-alive": _, "transfer-encoding": __, ...kept } = res.headers;
+          done({ status: res.statusCode, headers: kept, body: Buffer.concat(chunks) });
+        });
+      },
+    );
     out.on("error", fail);
     out.end(body);
   });

@@ -38,7 +38,9 @@ test("reads over HTTPS trusting the CA bundle given, or VANTA_CA_BUNDLE", async 
   const token = await mint({ environment: "dev" });
   const given = new VaultClient({ url: https.url, token, caBundle: pki.ca, env: {} });
   assert.equal((await given.get("dev", "PORT")).value, repo.dev.PORT);
-  const fromEnv = new VaultClient({ env: { VANTA_BROKER_URL: https.url, VANTA_TOKEN: token, VANTA_CA_BUNDLE: pki.ca } });
+  const fromEnv = new VaultClient({
+    env: { VANTA_BROKER_URL: https.url, VANTA_TOKEN: token, VANTA_CA_BUNDLE: pki.ca },
+  });
   assert.equal((await fromEnv.getSecretValue({ SecretId: "dev/DEBUG" })).SecretString, "true");
 });
 
@@ -46,10 +48,20 @@ test("a broker the CA bundle does not vouch for is BrokerUnavailable in one line
   const token = await mint();
   for (const caBundle of [pki.other, undefined]) {
     const logger = recordingLogger();
-    const options = { url: https.url, token, env: {}, retries: 3, logger, ...(caBundle ? { caBundle } : {}) };
+    const options = {
+      url: https.url,
+      token,
+      env: {},
+      retries: 3,
+      logger,
+      ...(caBundle ? { caBundle } : {}),
+    };
     const error = await rejection(new VaultClient(options).get("dev", "PORT"));
     assert.ok(error instanceof BrokerUnavailable, String(error));
-    assert.ok(error.message.startsWith(`cannot reach the broker at ${https.url}: TLS handshake failed`), error.message);
+    assert.ok(
+      error.message.startsWith(`cannot reach the broker at ${https.url}: TLS handshake failed`),
+      error.message,
+    );
     assert.ok(!error.message.includes("\n") && !error.message.includes(token));
     assert.deepEqual(logger.debugs(), []); // a certificate does not become valid by asking again
   }
@@ -57,23 +69,42 @@ test("a broker the CA bundle does not vouch for is BrokerUnavailable in one line
 
 const CLIENT_CERTIFICATES = [
   ["one PEM with certificate and key", (p) => ({ caBundle: p.ca, clientCert: p.client, env: {} })],
-  ["certificate and key paths", (p) => ({ caBundle: p.ca, clientCert: p["client-cert"], clientKey: p["client-key"], env: {} })],
+  [
+    "certificate and key paths",
+    (p) => ({ caBundle: p.ca, clientCert: p["client-cert"], clientKey: p["client-key"], env: {} }),
+  ],
   [
     "VANTA_CA_BUNDLE, VANTA_CLIENT_CERT and VANTA_CLIENT_KEY",
-    (p) => ({ env: { VANTA_CA_BUNDLE: p.ca, VANTA_CLIENT_CERT: p["client-cert"], VANTA_CLIENT_KEY: p["client-key"] } }),
+    (p) => ({
+      env: {
+        VANTA_CA_BUNDLE: p.ca,
+        VANTA_CLIENT_CERT: p["client-cert"],
+        VANTA_CLIENT_KEY: p["client-key"],
+      },
+    }),
   ],
 ];
 
 for (const [name, options] of CLIENT_CERTIFICATES) {
   test(`reads over mutual TLS: ${name}`, async () => {
-    const vc = new VaultClient({ url: mutual.url, token: await mint({ environment: "dev" }), ...options(pki) });
+    const vc = new VaultClient({
+      url: mutual.url,
+      token: await mint({ environment: "dev" }),
+      ...options(pki),
+    });
     assert.equal((await vc.get("dev", "DATABASE_URL")).value, repo.dev.DATABASE_URL);
     assert.match(mutual.audit().at(-1).client_cert, /^CN=billing-api,/);
   });
 }
 
 test("without a client certificate the mutual-TLS broker refuses the handshake", async () => {
-  const vc = new VaultClient({ url: mutual.url, token: await mint(), caBundle: pki.ca, env: {}, retries: 1 });
+  const vc = new VaultClient({
+    url: mutual.url,
+    token: await mint(),
+    caBundle: pki.ca,
+    env: {},
+    retries: 1,
+  });
   const start = mutual.audit().length;
   const error = await rejection(vc.get("dev", "PORT"));
   assert.ok(error instanceof BrokerUnavailable, String(error));
@@ -83,7 +114,13 @@ test("without a client certificate the mutual-TLS broker refuses the handshake",
 
 test("an unreadable certificate file is a VaultError naming it, and no breaker failure", async () => {
   const missing = join(repo.dir, "nowhere.pem");
-  const vc = new VaultClient({ url: https.url, token: await mint(), caBundle: missing, env: {}, breakerThreshold: 1 });
+  const vc = new VaultClient({
+    url: https.url,
+    token: await mint(),
+    caBundle: missing,
+    env: {},
+    breakerThreshold: 1,
+  });
   const error = await rejection(vc.get("dev", "PORT"));
   assert.ok(error instanceof VaultError && !(error instanceof BrokerUnavailable), String(error));
   assert.match(error.message, /^TLS settings: .*nowhere\.pem/);
@@ -91,6 +128,9 @@ test("an unreadable certificate file is a VaultError naming it, and no breaker f
 });
 
 test("a client key without a certificate is refused when the client is made", () => {
-  assert.throws(() => new VaultClient({ env: { VANTA_CLIENT_KEY: pki["client-key"] } }), VaultError);
+  assert.throws(
+    () => new VaultClient({ env: { VANTA_CLIENT_KEY: pki["client-key"] } }),
+    VaultError,
+  );
   assert.throws(() => new VaultClient({ clientKey: pki["client-key"], env: {} }), VaultError);
 });
