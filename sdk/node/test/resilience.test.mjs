@@ -280,7 +280,7 @@ test("a POST that never reached the broker (connection refused) is retried", asy
 test("a GET is retried after a timeout; without retries, the timeout is BrokerUnavailable", async () => {
   const server = await scripted({ script: ["hang"] });
   const logger = recordingLogger();
-  const vc = sdk(server.url, await mint(), { retries: 1, timeoutMs: 2000, logger });
+  const vc = sdk(server.url, await mint(), { retries: 1, timeoutMs: 3000, logger });
   assert.equal((await vc.get("dev", "PORT")).value, repo.dev.PORT);
   assert.equal(server.requests.length, 2);
   assert.match(logger.debugs()[0], /attempt 1 failed \(timed out\)/);
@@ -340,7 +340,7 @@ test("after the cooldown one trial goes while the others fail fast; its success 
     retries: 0,
     cacheTtlMs: 0,
     breakerThreshold: 2,
-    breakerCooldownMs: 1000,
+    breakerCooldownMs: 2000,
   });
   for (let i = 0; i < 2; i++) await assert.rejects(vc.get("dev", "PORT"), ServiceUnavailable);
   await poll(() => vc.breakerState === "half-open", "the cooldown");
@@ -366,7 +366,7 @@ test("a failed trial opens the breaker again", async () => {
     retries: 0,
     cacheTtlMs: 0,
     breakerThreshold: 2,
-    breakerCooldownMs: 1000,
+    breakerCooldownMs: 2000, // longer than any stall between two calls of a loaded machine
   });
   for (let i = 0; i < 2; i++) await assert.rejects(vc.get("dev", "PORT"), ServiceUnavailable);
   await poll(() => vc.breakerState === "half-open", "the cooldown");
