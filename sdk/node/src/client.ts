@@ -237,9 +237,8 @@ export class VaultClient {
     return { values: body.values, version: body.version ?? null };
   }
 
-  /** A read through the cache; its JSON body, parsed afresh for each caller (so no
-   * caller can change what another one gets). */
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the broker's JSON
+  /** A read through the cache; its JSON body (`any`: the broker's documented answers),
+   * parsed afresh for each caller so that no caller can change what another one gets. */
   async #read(request: Request): Promise<any> {
     const answer = await this.#transport.send(request, true);
     try {
