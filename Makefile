@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.test
 
-.PHONY: run test bench lint clean system-deps screenshots
+.PHONY: run test bench lint clean system-deps screenshots node-deps test-node
 
 # Test-only system packages from Debian: redis-server (several-broker tests), chromium and
 # chromium-driver (the dashboard tests drive a real headless browser).
@@ -34,6 +34,24 @@ system-deps:
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q
+	@$(MAKE) --no-print-directory test-node
+
+# The Node.js SDK (sdk/node): Node and npm from Debian when missing, `npm ci` again only when
+# package-lock.json changes, then built and tested with Node's own runner against brokers
+# started from $(VENV).
+NODE_SDK := sdk/node
+
+node-deps:
+	@command -v node >/dev/null && command -v npm >/dev/null || { \
+	  echo "installing nodejs npm (apt)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
+
+$(NODE_SDK)/node_modules/.installed: $(NODE_SDK)/package-lock.json | node-deps
+	cd $(NODE_SDK) && npm ci --no-audit --no-fund
+	touch $@
+
+test-node: $(STAMP) system-deps $(NODE_SDK)/node_modules/.installed
+	cd $(NODE_SDK) && npm run --silent build && VANTA_VENV_BIN=$(abspath $(BIN)) npm test
 
 screenshots: $(STAMP) system-deps
 	VANTA_SCREENSHOTS_DIR=docs/screenshots $(BIN)/python -m pytest -q tests/test_ui.py
@@ -46,4 +64,4 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check broker cli tests bench scripts
 
 clean:
-	rm -rf $(VENV) state audit .pytest_cache
+	rm -rf $(VENV) state audit .pytest_cache $(NODE_SDK)/node_modules $(NODE_SDK)/dist
