@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import shutil
 from pathlib import Path
 
 import click
@@ -19,6 +20,7 @@ from cli.run_pump import MaskedIO
 from cli.run_secrets import (
     InjectedVar,
     NameClash,
+    RefusedVariable,
     combine,
     describe,
     describe_sources,
@@ -55,6 +57,10 @@ Examples:
 \b
   # read with a token you already hold (VANTA_TOKEN is not used)
   vanta-cli run-with-secrets --environment dev --key-pattern '*' --token "$READER" -- env
+
+\b
+  # a key named PATH, LD_PRELOAD, BASH_ENV, VANTA_*, ... is refused unless allowed by name
+  vanta-cli run-with-secrets --environment dev --key-pattern '*' --allow-variable PATH -- env
 """
 
 
@@ -104,6 +110,14 @@ Examples:
     "for 5 minutes and just the reads needed are minted with VANTA_TOKEN as the issuer.",
 )
 @click.option(
+    "--allow-variable",
+    "allowed",
+    metavar="NAME",
+    multiple=True,
+    help="Let a key set NAME although it changes how a program starts (PATH, IFS, "
+    "BASH_ENV, ENV, LD_*, DYLD_*, VANTA_*, PYTHONPATH, NODE_OPTIONS, ...; repeatable).",
+)
+@click.option(
     "--broker-url",
     envvar="VANTA_BROKER_URL",
     default=DEFAULT_BROKER_URL,
@@ -121,6 +135,7 @@ def run_with_secrets(
     max_reads: int | None,
     masking: bool,
     reader_token: str | None,
+    allowed: tuple[str, ...],
     broker_url: str,
     command: tuple[str, ...],
 ) -> None:
@@ -130,10 +145,11 @@ def run_with_secrets(
     Every secret is fetched before COMMAND starts; if that fails, COMMAND never runs. Its
     stdout and stderr show <concealed by vanta> wherever an injected value would appear.
     SIGINT, SIGTERM and SIGHUP are passed on to COMMAND, and its exit code is this
-    command's (128+N if signal N killed it). Key names, never values, are reported on
-    stderr.
+    command's (128+N if signal N killed it). COMMAND is looked up on this command's
+    PATH, never on one a key sets. Key names, never values, are reported on stderr.
     """
     _check_usage(environment, key_pattern, env_files, inject_as, max_reads)
+    executable = _find_command(command[0])
     try:
         templates = load_templates(env_files)
     except TemplateError as exc:
@@ -152,11 +168,11 @@ def run_with_secrets(
                     "scope: nothing to inject"
                 )
             at = f" at {batch.version[:12]}" if batch.version else ""
-            pattern_vars = variables_for(environment, batch.values)
+            pattern_vars = variables_for(environment, batch.values, allowed)
         values = fetch_references(readers, templates.refs)
         variables = combine(pattern_vars, template_variables(templates.variables, values))
         injection = _injection(inject_as, variables, max_reads)
-    except (VaultError, ReferenceFailed, NameClash, InjectionError) as exc:
+    except (VaultError, ReferenceFailed, NameClash, RefusedVariable, InjectionError) as exc:
         raise CliError(str(exc)) from None
     io = _child_io(variables) if masking else InheritIO()
     try:
@@ -168,7 +184,7 @@ def run_with_secrets(
                 report = f"{len(variables)} key(s) from {environment}{at} {injection.how}: "
                 report += describe(variables)
             click.echo(f"vanta: injecting {report}", err=True)
-            status = relay.run(command, {**child_environment(), **added}, io)
+            status = relay.run(command, {**child_environment(), **added}, io, executable)
     except InjectionError as exc:
         raise CliError(str(exc)) from None
     except FileNotFoundError:
@@ -176,6 +192,17 @@ def run_with_secrets(
     except OSError as exc:
         raise CliError(f"{command[0]}: cannot run: {exc.strerror}", exit_code=126) from None
     ctx.exit(status)
+
+
+def _find_command(name: str) -> str:
+    """Where the command `name` is, found on the CLI's own PATH, never on the one the
+    command may get from a key (a name with a slash is used as it is). Exit 127 if none."""
+    if "/" in name:
+        return name
+    found = shutil.which(name)
+    if found is None:
+        raise CliError(f"{name}: command not found", exit_code=127)
+    return found
 
 
 def _check_usage(

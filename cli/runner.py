@@ -94,8 +94,15 @@ class SignalRelay(Protocol):
         tb: TracebackType | None,
     ) -> None: ...
 
-    def run(self, argv: Sequence[str], env: Mapping[str, str], io: ChildIO) -> int:
-        """Run argv to its end, relaying signals; its exit status (see exit_status).
+    def run(
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        io: ChildIO,
+        executable: str | None = None,
+    ) -> int:
+        """Run argv (the program at `executable`, if given) to its end, relaying signals;
+        its exit status (see exit_status).
 
         Returns 128+N without starting anything if signal N came first. Raises OSError
         when the command cannot be started."""
@@ -122,7 +129,13 @@ class SigwaitRelay:
         signal.pthread_sigmask(signal.SIG_SETMASK, self._saved)
         signal.signal(signal.SIGCHLD, self._sigchld)
 
-    def run(self, argv: Sequence[str], env: Mapping[str, str], io: ChildIO) -> int:
+    def run(
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        io: ChildIO,
+        executable: str | None = None,
+    ) -> int:
         early = FORWARDED & signal.sigpending()
         if early:
             first = min(early)
@@ -133,6 +146,7 @@ class SigwaitRelay:
         try:
             process = subprocess.Popen(
                 list(argv),
+                executable=executable,
                 env=dict(env),
                 # the child must not inherit our blocked signals (Popen has no sigmask argument)
                 preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, saved),
@@ -191,11 +205,22 @@ class HandlerRelay:
         else:
             self._late = True
 
-    def run(self, argv: Sequence[str], env: Mapping[str, str], io: ChildIO) -> int:
+    def run(
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        io: ChildIO,
+        executable: str | None = None,
+    ) -> int:
         if self._early:
             return 128 + self._early[0]
         try:
-            process = subprocess.Popen(list(argv), env=dict(env), **io.popen_kwargs())
+            process = subprocess.Popen(
+                list(argv),
+                executable=executable,
+                env=dict(env),
+                **io.popen_kwargs(),
+            )
         except BaseException:
             io.finished()
             raise
