@@ -14,6 +14,7 @@ from cli.client import DEFAULT_BROKER_URL, VaultError
 from cli.errors import CliError
 from cli.run_fetch import Readers, fetch_pattern, fetch_references
 from cli.run_fifo import FifoInjection
+from cli.run_guard import GuardError, make_undumpable
 from cli.run_inject import EnvInjection, FileInjection, Injection, InjectionError
 from cli.run_mask import MIN_MASKED_LENGTH, mask_plan
 from cli.run_pump import MaskedIO
@@ -145,10 +146,15 @@ def run_with_secrets(
     Every secret is fetched before COMMAND starts; if that fails, COMMAND never runs. Its
     stdout and stderr show <concealed by vanta> wherever an injected value would appear.
     SIGINT, SIGTERM and SIGHUP are passed on to COMMAND, and its exit code is this
-    command's (128+N if signal N killed it). COMMAND is looked up on this command's
-    PATH, never on one a key sets. Key names, never values, are reported on stderr.
+    command's (128+N if signal N killed it); COMMAND is killed if this command is
+    killed. COMMAND is looked up on this command's PATH, never on one a key sets. Key
+    names, never values, are reported on stderr.
     """
     _check_usage(environment, key_pattern, env_files, inject_as, max_reads)
+    try:
+        make_undumpable()  # long before the command starts: VANTA_TOKEN is in our environ
+    except GuardError as exc:
+        raise CliError(str(exc)) from None
     executable = _find_command(command[0])
     try:
         templates = load_templates(env_files)
