@@ -6,6 +6,7 @@ from __future__ import annotations
 import getpass
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import click
@@ -56,8 +57,11 @@ Examples:
   vanta-cli run-with-secrets --env-file app.env --no-masking -- psql
 
 \b
-  # read with a token you already hold (VANTA_TOKEN is not used)
-  vanta-cli run-with-secrets --environment dev --key-pattern '*' --token "$READER" -- env
+  # read with a token you already hold (VANTA_TOKEN is not used), from a file or from
+  # standard input: a token on the command line is visible to every local user (ps)
+  vanta-cli run-with-secrets --environment dev --key-pattern '*' --token-file reader.jwt -- env
+  pass show ci/reader | vanta-cli run-with-secrets --env-file app.env --token-file - \\
+      -- python app.py
 
 \b
   # a key named PATH, LD_PRELOAD, BASH_ENV, VANTA_*, ... is refused unless allowed by name
@@ -108,7 +112,14 @@ Examples:
     "--token",
     "reader_token",
     help="Read with this token (secrets:read and secrets:list). Without it, readers good "
-    "for 5 minutes and just the reads needed are minted with VANTA_TOKEN as the issuer.",
+    "for 5 minutes and just the reads needed are minted with VANTA_TOKEN as the issuer. "
+    "Other local users can see it in the process list: prefer --token-file.",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(exists=True, dir_okay=False, allow_dash=True),
+    help="Read the reader token (as --token) from this file, or from standard input for "
+    "'-' (read to its end: the command's standard input is then empty).",
 )
 @click.option(
     "--allow-variable",
@@ -136,6 +147,7 @@ def run_with_secrets(
     max_reads: int | None,
     masking: bool,
     reader_token: str | None,
+    token_file: str | None,
     allowed: tuple[str, ...],
     broker_url: str,
     command: tuple[str, ...],
@@ -151,10 +163,14 @@ def run_with_secrets(
     names, never values, are reported on stderr.
     """
     _check_usage(environment, key_pattern, env_files, inject_as, max_reads)
+    if token_file is not None and reader_token is not None:
+        raise click.UsageError("give --token or --token-file, not both")
     try:
-        make_undumpable()  # long before the command starts: VANTA_TOKEN is in our environ
+        make_undumpable()  # before any token is read, and long before the command starts
     except GuardError as exc:
         raise CliError(str(exc)) from None
+    if token_file is not None:
+        reader_token = read_token_file(token_file)
     executable = _find_command(command[0])
     try:
         templates = load_templates(env_files)
@@ -198,6 +214,25 @@ def run_with_secrets(
     except OSError as exc:
         raise CliError(f"{command[0]}: cannot run: {exc.strerror}", exit_code=126) from None
     ctx.exit(status)
+
+
+def read_token_file(path: str) -> str:
+    """The one token in `path` ('-': standard input), surrounding whitespace dropped.
+    Raises CliError (never showing the content) when there is not exactly one."""
+    shown = "standard input" if path == "-" else path
+    try:
+        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+        text = data.decode("utf-8")
+    except OSError as exc:
+        raise CliError(f"--token-file {shown}: cannot read it: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise CliError(f"--token-file {shown}: not UTF-8 text") from None
+    token = text.strip()
+    if not token:
+        raise CliError(f"--token-file {shown}: holds no token")
+    if any(c.isspace() for c in token):
+        raise CliError(f"--token-file {shown}: holds more than one token (one line expected)")
+    return token
 
 
 def _find_command(name: str) -> str:
