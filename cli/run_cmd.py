@@ -19,6 +19,7 @@ from cli.run_guard import GuardError, make_undumpable
 from cli.run_inject import EnvInjection, FileInjection, Injection, InjectionError
 from cli.run_mask import MIN_MASKED_LENGTH, mask_plan
 from cli.run_pump import MaskedIO
+from cli.run_references import ReferenceFailed
 from cli.run_secrets import (
     InjectedVar,
     NameClash,
@@ -28,7 +29,7 @@ from cli.run_secrets import (
     describe_sources,
     variables_for,
 )
-from cli.run_template import ReferenceFailed, TemplateError, load_templates, template_variables
+from cli.run_template import TemplateError, fallbacks, load_templates, template_variables
 from cli.runner import ChildIO, InheritIO, signal_relay
 
 EXAMPLES = """\b
@@ -39,7 +40,9 @@ Examples:
 
 \b
   # a template: app.env holds lines like DATABASE_URL=secretref://prod/DATABASE_URL
-  # (and ?version=<commit> pins one); plain lines like LOG_LEVEL=info pass through
+  # (and ?version=<commit> pins one); plain lines like LOG_LEVEL=info pass through;
+  # REPLICA_URL=secretref://prod/REPLICA_URL?optional stays unset if that key does not
+  # exist, LOG_LEVEL=secretref://prod/LOG_LEVEL?default=info%20verbose takes the default
   vanta-cli run-with-secrets --env-file app.env -- python app.py
 
 \b
@@ -84,8 +87,10 @@ Examples:
     "env_files",
     multiple=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="A dotenv template (repeatable): values written secretref://ENV/KEY"
-    "[?version=COMMIT] become that secret, other lines pass through as they are.",
+    help="A dotenv template (repeatable): values written secretref://ENV/KEY become that "
+    "secret, other lines pass through as they are. A query pins a version (?version=COMMIT) "
+    "or makes a missing key fall back: ?optional leaves the variable unset, "
+    "?default=VALUE (percent-encoded) sets VALUE; join them with &.",
 )
 @click.option(
     "--inject-as",
@@ -193,6 +198,8 @@ def run_with_secrets(
             pattern_vars = variables_for(environment, batch.values, allowed)
         values = fetch_references(readers, templates.refs)
         variables = combine(pattern_vars, template_variables(templates.variables, values))
+        for note in fallbacks(templates.variables, values):
+            click.echo(f"vanta: {note}", err=True)
         injection = _injection(inject_as, variables, max_reads)
     except (VaultError, ReferenceFailed, NameClash, RefusedVariable, InjectionError) as exc:
         raise CliError(str(exc)) from None
