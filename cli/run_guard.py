@@ -65,16 +65,19 @@ def make_undumpable() -> None:
         raise GuardError(f"cannot make the CLI non-dumpable (prctl): {reason}")
 
 
-def die_with_parent(parent_pid: int) -> Callable[[], None]:
-    """What the forked child runs before exec: SIGKILL when its parent dies (Linux).
+def die_with_parent(parent_pid: int) -> Callable[[], None] | None:
+    """What the forked child runs before exec (a `preexec_fn`): SIGKILL when its parent
+    dies. None where there is no such thing (not Linux).
 
-    Everything is looked up before the fork; the child only calls. If the parent died
-    before the setting took hold, the child is already an orphan and kills itself."""
+    Between fork and exec other threads of the parent (the fifo server) may have held
+    locks: everything is looked up before the fork, and the child only calls a C
+    function and two system calls. If the parent died before the setting took hold, the
+    child is already an orphan and kills itself."""
     prctl = _prctl()
+    if prctl is None:
+        return None
 
     def setup() -> None:
-        if prctl is None:
-            return
         prctl(PR_SET_PDEATHSIG, DEATH_SIGNAL, 0, 0, 0)
         if os.getppid() != parent_pid:
             os.kill(os.getpid(), DEATH_SIGNAL)

@@ -154,7 +154,8 @@ class SigwaitRelay:
         def child_setup() -> None:
             # the child must not inherit our blocked signals (Popen has no sigmask argument)
             signal.pthread_sigmask(signal.SIG_SETMASK, saved)
-            tie()
+            if tie is not None:
+                tie()
 
         try:
             process = subprocess.Popen(
