@@ -77,17 +77,22 @@ def verify(files: tuple[Path, ...], after: str | None) -> None:
     "--after",
     metavar="HASH",
     callback=_hash_option,
-    help="Verify from this hash instead of the last-hash of the newest object shipped.",
+    help="Verify from this hash instead of the last-hash of the object shipped just before "
+    "the oldest file on disk.",
 )
 @click.option("--delete-after", is_flag=True, help="Remove each file once it is in the bucket.")
 def ship(to: str, audit_log: Path, after: str | None, delete_after: bool) -> None:
     """Upload rotated audit files to S3 after verifying them.
 
     Each becomes PREFIX/<file name> with metadata last-hash; the live file is never
-    shipped. The chain is checked from the newest object already shipped, so a
-    tampered or missing file stops the upload. Uses the standard AWS settings
+    shipped. Run it as often as you like (an hourly job, with or without --delete-after):
+    the files on disk are checked as one chain continuing the object shipped before them,
+    those the bucket already holds with the same last-hash are not uploaded again, and a
+    tampered or missing file, or a bucket copy whose last-hash differs from the file on
+    disk, stops the run before anything is uploaded. Uses the standard AWS settings
     (credentials chain, region, AWS_ENDPOINT_URL). Example:
 
+    \b
       vanta-cli audit ship --to s3://acme-audit/vanta/prod/ --delete-after
     """
     import boto3

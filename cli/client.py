@@ -227,6 +227,11 @@ class VaultClient:
         response = self._send("POST", "/api/v1/vault/tokens/generate", json=request.to_json())
         return MintedToken.from_answer(_json(response), response.text)
 
+    def revoke_self(self) -> str:
+        """Revoke this client's own token: from the next request on, the broker answers it
+        403 token_revoked. Returns its jti. Never cached."""
+        return _json(self._send("POST", "/api/v1/vault/tokens/revoke-self", json={}))["revoked"]
+
     # -- secrets ---------------------------------------------------------------------------
 
     def get(self, environment: str, key: str, *, version: str | None = None) -> Secret:

@@ -1,5 +1,5 @@
 """vanta-cli secrets check (SPEC §9): is every secrets file encrypted, sealed and keyed as
-`.sops.yaml` says?
+`.sops.yaml` says, and does no key name a variable run-with-secrets refuses?
 
 It reads the files as they are (a pre-commit hook sees what is being committed), needs no
 key and runs no sops, so it works in any CI. A problem names the file and, when there is
@@ -8,19 +8,24 @@ the file's own unencrypted_suffix / encrypted_suffix / *_regex settings, as sops
 file with no sops metadata or no MAC, or recipients other than those of the file's
 `.sops.yaml` creation rule (fixed by `sops updatekeys`). Files whose rules depend on
 comments (encrypted_comment_regex, unencrypted_comment_regex) are checked for all but
-plaintext values. A MAC's correctness needs the key: `sops decrypt` checks that.
+plaintext values. A MAC's correctness needs the key: `sops decrypt` checks that. Key
+names are never encrypted, so a key whose variable (SPEC §8) changes how a program starts
+is found without a key too (`cli.run_variables`), unless the caller allows it by name.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
+
+from broker.sops import flatten
+from cli.run_variables import allow_hint, refused_keys
 
 SECRETS_DIR = "secrets"
 CHECKED_SUFFIXES = (".yaml", ".yml", ".json")
@@ -120,8 +125,9 @@ def shown(top: Path, path: Path) -> str:
 # -- one file -------------------------------------------------------------------------------------
 
 
-def check_file(top: Path, path: Path) -> list[Problem]:
-    """Every problem of one file (none when it is a sound SOPS file)."""
+def check_file(top: Path, path: Path, allowed: Collection[str] = ()) -> list[Problem]:
+    """Every problem of one file (none when it is a sound SOPS file whose keys name no
+    refused variable outside `allowed`)."""
     name = shown(top, path)
     try:
         data = path.read_bytes()
@@ -145,11 +151,21 @@ def check_file(top: Path, path: Path) -> list[Problem]:
     elif not (isinstance(metadata.get("mac"), str) and ENC_RE.fullmatch(metadata["mac"])):
         problems.append(Problem(name, None, "the sops metadata has no MAC"))
     rule = EncryptionRule.from_metadata(metadata)
+    body = {k: v for k, v in document.items() if k != "sops"}
     if not rule.by_comments:
-        body = {k: v for k, v in document.items() if k != "sops"}
         problems.extend(Problem(name, key, "plaintext value") for key in plaintext_keys(body, rule))
     if metadata:
         problems.extend(_recipient_problems(top, path, name, metadata))
+    problems.extend(
+        Problem(
+            name,
+            refused.key,
+            f"becomes {refused.name}, a variable that changes how a program starts, which "
+            f"run-with-secrets refuses to set: rename the key, or allow it with "
+            f"{allow_hint([refused])}",
+        )
+        for refused in refused_keys(flatten(body), allowed)
+    )
     return problems
 
 
@@ -326,8 +342,11 @@ def file_recipients(metadata: Mapping[str, Any]) -> set[tuple[str, str]]:
     return found
 
 
-def check_paths(top: Path, paths: Sequence[Path]) -> tuple[list[Path], list[Problem]]:
-    """(the files checked, their problems in file order)."""
+def check_paths(
+    top: Path, paths: Sequence[Path], allowed: Collection[str] = ()
+) -> tuple[list[Path], list[Problem]]:
+    """(the files checked, their problems in file order); variables in `allowed` may be
+    set from a key."""
     files = files_to_check(top, paths)
-    problems = [problem for path in files for problem in check_file(top, path)]
+    problems = [problem for path in files for problem in check_file(top, path, allowed)]
     return files, problems

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import getpass
 import os
+import shutil
+import sys
 from pathlib import Path
 
 import click
@@ -13,18 +15,21 @@ from cli.client import DEFAULT_BROKER_URL, VaultError
 from cli.errors import CliError
 from cli.run_fetch import Readers, fetch_pattern, fetch_references
 from cli.run_fifo import FifoInjection
+from cli.run_guard import GuardError, make_undumpable
 from cli.run_inject import EnvInjection, FileInjection, Injection, InjectionError
 from cli.run_mask import MIN_MASKED_LENGTH, mask_plan
 from cli.run_pump import MaskedIO
+from cli.run_references import ReferenceFailed
 from cli.run_secrets import (
     InjectedVar,
     NameClash,
+    RefusedVariable,
     combine,
     describe,
     describe_sources,
     variables_for,
 )
-from cli.run_template import ReferenceFailed, TemplateError, load_templates, template_variables
+from cli.run_template import TemplateError, fallbacks, load_templates, template_variables
 from cli.runner import ChildIO, InheritIO, signal_relay
 
 EXAMPLES = """\b
@@ -35,7 +40,9 @@ Examples:
 
 \b
   # a template: app.env holds lines like DATABASE_URL=secretref://prod/DATABASE_URL
-  # (and ?version=<commit> pins one); plain lines like LOG_LEVEL=info pass through
+  # (and ?version=<commit> pins one); plain lines like LOG_LEVEL=info pass through;
+  # REPLICA_URL=secretref://prod/REPLICA_URL?optional stays unset if that key does not
+  # exist, LOG_LEVEL=secretref://prod/LOG_LEVEL?default=info%20verbose takes the default
   vanta-cli run-with-secrets --env-file app.env -- python app.py
 
 \b
@@ -53,8 +60,15 @@ Examples:
   vanta-cli run-with-secrets --env-file app.env --no-masking -- psql
 
 \b
-  # read with a token you already hold (VANTA_TOKEN is not used)
-  vanta-cli run-with-secrets --environment dev --key-pattern '*' --token "$READER" -- env
+  # read with a token you already hold (VANTA_TOKEN is not used), from a file or from
+  # standard input: a token on the command line is visible to every local user (ps)
+  vanta-cli run-with-secrets --environment dev --key-pattern '*' --token-file reader.jwt -- env
+  pass show ci/reader | vanta-cli run-with-secrets --env-file app.env --token-file - \\
+      -- python app.py
+
+\b
+  # a key named PATH, LD_PRELOAD, BASH_ENV, VANTA_*, ... is refused unless allowed by name
+  vanta-cli run-with-secrets --environment dev --key-pattern '*' --allow-variable PATH -- env
 """
 
 
@@ -73,8 +87,10 @@ Examples:
     "env_files",
     multiple=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="A dotenv template (repeatable): values written secretref://ENV/KEY"
-    "[?version=COMMIT] become that secret, other lines pass through as they are.",
+    help="A dotenv template (repeatable): values written secretref://ENV/KEY become that "
+    "secret, other lines pass through as they are. A query pins a version (?version=COMMIT) "
+    "or makes a missing key fall back: ?optional leaves the variable unset, "
+    "?default=VALUE (percent-encoded) sets VALUE; join them with &.",
 )
 @click.option(
     "--inject-as",
@@ -101,7 +117,22 @@ Examples:
     "--token",
     "reader_token",
     help="Read with this token (secrets:read and secrets:list). Without it, readers good "
-    "for 5 minutes and just the reads needed are minted with VANTA_TOKEN as the issuer.",
+    "for 5 minutes and just the reads needed are minted with VANTA_TOKEN as the issuer. "
+    "Other local users can see it in the process list: prefer --token-file.",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(exists=True, dir_okay=False, allow_dash=True),
+    help="Read the reader token (as --token) from this file, or from standard input for "
+    "'-' (read to its end: the command's standard input is then empty).",
+)
+@click.option(
+    "--allow-variable",
+    "allowed",
+    metavar="NAME",
+    multiple=True,
+    help="Let a key set NAME although it changes how a program starts (PATH, IFS, "
+    "BASH_ENV, ENV, LD_*, DYLD_*, VANTA_*, PYTHONPATH, NODE_OPTIONS, ...; repeatable).",
 )
 @click.option(
     "--broker-url",
@@ -121,6 +152,8 @@ def run_with_secrets(
     max_reads: int | None,
     masking: bool,
     reader_token: str | None,
+    token_file: str | None,
+    allowed: tuple[str, ...],
     broker_url: str,
     command: tuple[str, ...],
 ) -> None:
@@ -130,10 +163,20 @@ def run_with_secrets(
     Every secret is fetched before COMMAND starts; if that fails, COMMAND never runs. Its
     stdout and stderr show <concealed by vanta> wherever an injected value would appear.
     SIGINT, SIGTERM and SIGHUP are passed on to COMMAND, and its exit code is this
-    command's (128+N if signal N killed it). Key names, never values, are reported on
-    stderr.
+    command's (128+N if signal N killed it); COMMAND is killed if this command is
+    killed. COMMAND is looked up on this command's PATH, never on one a key sets. Key
+    names, never values, are reported on stderr.
     """
     _check_usage(environment, key_pattern, env_files, inject_as, max_reads)
+    if token_file is not None and reader_token is not None:
+        raise click.UsageError("give --token or --token-file, not both")
+    try:
+        make_undumpable()  # before any token is read, and long before the command starts
+    except GuardError as exc:
+        raise CliError(str(exc)) from None
+    if token_file is not None:
+        reader_token = read_token_file(token_file)
+    executable = _find_command(command[0])
     try:
         templates = load_templates(env_files)
     except TemplateError as exc:
@@ -152,11 +195,13 @@ def run_with_secrets(
                     "scope: nothing to inject"
                 )
             at = f" at {batch.version[:12]}" if batch.version else ""
-            pattern_vars = variables_for(environment, batch.values)
+            pattern_vars = variables_for(environment, batch.values, allowed)
         values = fetch_references(readers, templates.refs)
         variables = combine(pattern_vars, template_variables(templates.variables, values))
+        for note in fallbacks(templates.variables, values):
+            click.echo(f"vanta: {note}", err=True)
         injection = _injection(inject_as, variables, max_reads)
-    except (VaultError, ReferenceFailed, NameClash, InjectionError) as exc:
+    except (VaultError, ReferenceFailed, NameClash, RefusedVariable, InjectionError) as exc:
         raise CliError(str(exc)) from None
     io = _child_io(variables) if masking else InheritIO()
     try:
@@ -168,7 +213,7 @@ def run_with_secrets(
                 report = f"{len(variables)} key(s) from {environment}{at} {injection.how}: "
                 report += describe(variables)
             click.echo(f"vanta: injecting {report}", err=True)
-            status = relay.run(command, {**child_environment(), **added}, io)
+            status = relay.run(command, {**child_environment(), **added}, io, executable)
     except InjectionError as exc:
         raise CliError(str(exc)) from None
     except FileNotFoundError:
@@ -176,6 +221,36 @@ def run_with_secrets(
     except OSError as exc:
         raise CliError(f"{command[0]}: cannot run: {exc.strerror}", exit_code=126) from None
     ctx.exit(status)
+
+
+def read_token_file(path: str) -> str:
+    """The one token in `path` ('-': standard input), surrounding whitespace dropped.
+    Raises CliError (never showing the content) when there is not exactly one."""
+    shown = "standard input" if path == "-" else path
+    try:
+        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+        text = data.decode("utf-8")
+    except OSError as exc:
+        raise CliError(f"--token-file {shown}: cannot read it: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise CliError(f"--token-file {shown}: not UTF-8 text") from None
+    token = text.strip()
+    if not token:
+        raise CliError(f"--token-file {shown}: holds no token")
+    if any(c.isspace() for c in token):
+        raise CliError(f"--token-file {shown}: holds more than one token (one line expected)")
+    return token
+
+
+def _find_command(name: str) -> str:
+    """Where the command `name` is, found on the CLI's own PATH, never on the one the
+    command may get from a key (a name with a slash is used as it is). Exit 127 if none."""
+    if "/" in name:
+        return name
+    found = shutil.which(name)
+    if found is None:
+        raise CliError(f"{name}: command not found", exit_code=127)
+    return found
 
 
 def _check_usage(

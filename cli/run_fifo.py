@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import os
 import select
-import shutil
-import tempfile
 import threading
 from pathlib import Path
 
 from cli.run_dotenv import render
-from cli.run_inject import SECRETS_FILE_NAME, SECRETS_FILE_VAR, InjectionError
+from cli.run_inject import SECRETS_FILE_NAME, SECRETS_FILE_VAR, InjectionError, PrivateDirectory
 from cli.run_secrets import InjectedVar
 
 FIFO_MODE = 0o600
@@ -43,7 +41,7 @@ class FifoInjection:
             f"through a named pipe at ${SECRETS_FILE_VAR} "
             f"({max_reads} read{'s' if max_reads > 1 else ''})"
         )
-        self.directory: Path | None = None
+        self.directory: PrivateDirectory | None = None
         self.reads = 0  # readers served so far
         self._lock = threading.Lock()  # the path changes and the stop decision, one at a time
         self._stopping = False
@@ -52,14 +50,13 @@ class FifoInjection:
 
     @property
     def path(self) -> Path | None:
-        return None if self.directory is None else self.directory / SECRETS_FILE_NAME
+        return None if self.directory is None else self.directory.path / SECRETS_FILE_NAME
 
     def __enter__(self) -> dict[str, str]:
         content = render((var.name, var.value) for var in self.variables).encode()
         try:
-            self.directory = Path(tempfile.mkdtemp(prefix="vanta-run-", dir=self.parent))
-            os.chmod(self.directory, 0o700)
-            self._make_fifo(self.directory / SECRETS_FILE_NAME)
+            self.directory = PrivateDirectory(self.parent)
+            self._make_fifo(self.directory.path / SECRETS_FILE_NAME)
             self._stop_r, self._stop_w = os.pipe()
         except OSError as exc:
             self._remove()
@@ -77,7 +74,7 @@ class FifoInjection:
     def _make_fifo(self, path: Path) -> None:
         """A FIFO at `path`, 0600 whatever the umask (made aside, then renamed in place)."""
         assert self.directory is not None
-        aside = self.directory / NEXT_NAME
+        aside = self.directory.path / NEXT_NAME
         os.mkfifo(aside, FIFO_MODE)
         os.chmod(aside, FIFO_MODE)  # a umask such as 0o200 would leave it unwritable
         os.rename(aside, path)
@@ -146,5 +143,5 @@ class FifoInjection:
                 os.close(fd)
         self._stop_r = self._stop_w = -1
         if self.directory is not None:
-            shutil.rmtree(self.directory, ignore_errors=True)
+            self.directory.remove()
             self.directory = None

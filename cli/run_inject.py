@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Protocol
 
 from cli.run_dotenv import render
+from cli.run_guard import LeftoverGuard
 from cli.run_secrets import InjectedVar
 
 SECRETS_FILE_VAR = "VANTA_SECRETS_FILE"
@@ -37,6 +38,24 @@ class Injection(Protocol):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None: ...
+
+
+class PrivateDirectory:
+    """A fresh 0700 directory for the secrets file. `remove()` removes it; if this process
+    dies first, even by SIGKILL, a guard process removes it (cli.run_guard)."""
+
+    def __init__(self, parent: str | None) -> None:
+        self.path = Path(tempfile.mkdtemp(prefix="vanta-run-", dir=parent))
+        try:
+            os.chmod(self.path, 0o700)
+            self._guard = LeftoverGuard(self.path)
+        except BaseException:
+            shutil.rmtree(self.path, ignore_errors=True)
+            raise
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+        self._guard.release()
 
 
 class EnvInjection:
@@ -68,17 +87,16 @@ class FileInjection:
     def __init__(self, variables: tuple[InjectedVar, ...], parent: str | None = None) -> None:
         self.variables = variables
         self.parent = parent  # where the private directory goes; None: the system default
-        self.directory: Path | None = None
+        self.directory: PrivateDirectory | None = None
 
     @property
     def path(self) -> Path | None:
-        return None if self.directory is None else self.directory / SECRETS_FILE_NAME
+        return None if self.directory is None else self.directory.path / SECRETS_FILE_NAME
 
     def __enter__(self) -> dict[str, str]:
         try:
-            self.directory = Path(tempfile.mkdtemp(prefix="vanta-run-", dir=self.parent))
-            os.chmod(self.directory, 0o700)
-            path = self.directory / SECRETS_FILE_NAME
+            self.directory = PrivateDirectory(self.parent)
+            path = self.directory.path / SECRETS_FILE_NAME
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             fd = os.open(path, flags, 0o600)  # a umask can only narrow 0600
             with open(fd, "w", encoding="utf-8", newline="") as out:
@@ -96,5 +114,5 @@ class FileInjection:
 
     def _remove(self) -> None:
         if self.directory is not None:
-            shutil.rmtree(self.directory, ignore_errors=True)
+            self.directory.remove()
             self.directory = None

@@ -5,22 +5,24 @@ Pure except for `fetch_batch` (which talks to the broker through VaultClient).
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cli.client import Batch, TokenRequest, Value, VaultClient
 from cli.client_results import yaml_scalar
+from cli.run_variables import allow_hint, env_name, refused_keys
 
 READER_PERMISSIONS = ("secrets:read", "secrets:list")
 READER_TTL_MINUTES = 5
 READER_USAGE_LIMIT = 1  # exactly one counted read: the batch
 
-_NOT_IN_NAME = re.compile(r"[^A-Za-z0-9_]")
-
 
 class NameClash(ValueError):
     """Two keys would become the same variable name."""
+
+
+class RefusedVariable(ValueError):
+    """A key would set a variable that changes how a program starts (SPEC §8)."""
 
 
 @dataclass(frozen=True)
@@ -55,13 +57,20 @@ def fetch_batch(reader: VaultClient, environment: str, key_pattern: str) -> Batc
     return reader.read_batch(environment, pattern=key_pattern)
 
 
-def env_name(key: str) -> str:
-    """`API_KEYS/openai` -> `API_KEYS_OPENAI`: upper-cased, anything outside [A-Za-z0-9_] -> _."""
-    return _NOT_IN_NAME.sub("_", key.upper())
-
-
-def variables_for(environment: str, values: Mapping[str, Value]) -> tuple[InjectedVar, ...]:
-    """One variable per key, in key order; raise NameClash if two keys share a name."""
+def variables_for(
+    environment: str, values: Mapping[str, Value], allowed: Collection[str] = ()
+) -> tuple[InjectedVar, ...]:
+    """One variable per key, in key order. Raises RefusedVariable if a key would set a
+    variable that changes how a program starts (unless named in `allowed`), NameClash if
+    two keys share a name."""
+    refused = refused_keys(sorted(values), allowed)
+    if refused:
+        them = "it" if len(refused) == 1 else "them"
+        raise RefusedVariable(
+            ", ".join(f"key {r.key!r} would set {r.name}" for r in refused)
+            + ": run-with-secrets does not set a variable that changes how a program starts "
+            f"from a key name; narrow --key-pattern, or allow {them} with {allow_hint(refused)}"
+        )
     taken: dict[str, str] = {}
     variables = []
     for key in sorted(values):

@@ -1,29 +1,33 @@
 """`--env-file` templates (SPEC §14): dotenv files whose values may be
-`secretref://ENV/KEY[?version=<commit>]`.
+`secretref://ENV/KEY`, with a query of `version=<commit>`, `optional` or `default=VALUE`
+(percent-decoded, may be empty), joined by `&`.
 
-Loading is pure (`load_templates`, `plan_reads`); `read_references` talks to the broker
-through a VaultClient: one batch per environment for the plain references, one read for
-each `?version=` reference. Every failure names the reference(s) it concerns, never a
-value.
+Pure: loading and checking templates and references, and turning the values read
+(`cli.run_references`) into the variables the command gets. A reference is required
+unless it says `optional` (a key that does not exist leaves the variable unset) or gives
+a `default=` (used instead; not a secret, so not masked). Every message names the
+reference, never a value: a default's text is shown as `default=…`.
 """
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qs
+from urllib.parse import unquote
 
 from broker.scope import is_environment, is_key
-from cli.client import BadRequest, Forbidden, NotFound, Value, VaultClient, VaultError
+from cli.client import Value
 from cli.importers_dotenv import parse_dotenv
 from cli.run_secrets import InjectedVar, yaml_scalar
 
 SCHEME = "secretref://"
 VARIABLE_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 VERSION_RE = re.compile(r"[0-9a-fA-F]{7,40}")  # a commit SHA as the broker takes it (SPEC §6)
+PERCENT_ENCODED_RE = re.compile(r"(?:[^%]|%[0-9A-Fa-f]{2})*")
+DEFAULT_SHOWN = "default=…"  # a default's text never appears in a message
+QUERY_HELP = "a reference takes version=<commit SHA>, optional or default=<value>, joined by &"
 
 
 class TemplateError(ValueError):
@@ -32,43 +36,80 @@ class TemplateError(ValueError):
 
 @dataclass(frozen=True)
 class SecretRef:
-    """`secretref://ENV/KEY[?version=<commit>]`."""
+    """`secretref://ENV/KEY[?version=<commit>][&optional | &default=VALUE]`."""
 
     environment: str
     key: str
     version: str | None = None
+    optional: bool = False  # a missing key leaves the variable unset
+    default: str | None = field(default=None, repr=False)  # a missing key gives this
+
+    @property
+    def required(self) -> bool:
+        return not self.optional and self.default is None
 
     def __str__(self) -> str:
-        query = f"?version={self.version}" if self.version else ""
-        return f"{SCHEME}{self.environment}/{self.key}{query}"
+        query = [f"version={self.version}"] if self.version else []
+        query += ["optional"] if self.optional else []
+        query += [DEFAULT_SHOWN] if self.default is not None else []
+        tail = "?" + "&".join(query) if query else ""
+        return f"{SCHEME}{self.environment}/{self.key}{tail}"
 
     @classmethod
     def parse(cls, text: str) -> SecretRef:
-        """Raises TemplateError (naming `text`) unless it is a well-formed reference."""
+        """Raises TemplateError (naming the reference) unless it is a well-formed one."""
+        shown = _shown(text)
         body = text.removeprefix(SCHEME)
         path, _, query = body.partition("?")
         environment, _, key = path.partition("/")
         if not is_environment(environment):
-            raise TemplateError(f"{text}: {environment!r} is not an environment name")
+            raise TemplateError(f"{shown}: {environment!r} is not an environment name")
         if not is_key(key):
-            raise TemplateError(f"{text}: {key!r} is not a key name")
+            raise TemplateError(f"{shown}: {key!r} is not a key name")
         if not query:
             return cls(environment, key)
-        try:
-            fields = parse_qs(query, keep_blank_values=True, strict_parsing=True)
-        except ValueError:
-            fields = {}
-        versions = fields.get("version", [])
-        if (
-            set(fields) != {"version"}
-            or len(versions) != 1
-            or not VERSION_RE.fullmatch(versions[0])
-        ):
+        fields: dict[str, str | None] = {}
+        for part in query.split("&"):
+            name, has_value, value = part.partition("=")
+            if name not in ("version", "optional", "default"):
+                raise TemplateError(f"{shown}: unknown query parameter {name!r} ({QUERY_HELP})")
+            if name in fields:
+                raise TemplateError(f"{shown}: {name} is given twice")
+            fields[name] = value if has_value else None
+        if "optional" in fields and "default" in fields:
             raise TemplateError(
-                f"{text}: the only query a reference takes is ?version=<commit SHA, "
-                "7 to 40 hex digits>"
+                f"{shown}: optional and default= do not go together (optional leaves the "
+                "variable unset, default= sets it)"
             )
-        return cls(environment, key, versions[0])
+        version = fields.get("version")
+        if "version" in fields and (version is None or not VERSION_RE.fullmatch(version)):
+            raise TemplateError(f"{shown}: version= takes a commit SHA of 7 to 40 hex digits")
+        if fields.get("optional", None) is not None:
+            raise TemplateError(f"{shown}: optional takes no value")
+        default = None
+        if "default" in fields:
+            default = _percent_decoded(shown, fields["default"])
+        return cls(environment, key, version, "optional" in fields, default)
+
+
+def _shown(text: str) -> str:
+    """The reference as messages show it: a default's text replaced by `…`."""
+    return re.sub(r"(?<=[?&])default=[^&]*", DEFAULT_SHOWN, text)
+
+
+def _percent_decoded(shown: str, raw: str | None) -> str:
+    """`default=`'s value, percent-decoded as UTF-8 (`+` is a plus sign); may be empty."""
+    if raw is None:
+        raise TemplateError(f"{shown}: default needs a value after = (default= for an empty one)")
+    if not PERCENT_ENCODED_RE.fullmatch(raw):
+        raise TemplateError(
+            f"{shown}: default= holds a malformed percent-escape (% must start %XX, "
+            "two hex digits; write a % itself as %25)"
+        )
+    try:
+        return unquote(raw, errors="strict")
+    except UnicodeDecodeError:
+        raise TemplateError(f"{shown}: default= holds percent-escapes that are not UTF-8") from None
 
 
 @dataclass(frozen=True)
@@ -115,115 +156,45 @@ def load_templates(paths: Sequence[Path]) -> Templates:
                 raise TemplateError(f"{entry.name} is set twice: {seen[entry.name]} and {origin}")
             seen[entry.name] = origin
             if entry.value.startswith(SCHEME):
-                ref = SecretRef.parse(entry.value)
+                try:
+                    ref = SecretRef.parse(entry.value)
+                except TemplateError as exc:
+                    raise TemplateError(f"{origin}: {exc}") from None
                 variables.append(TemplateVar(entry.name, "", ref, origin))
             else:
                 variables.append(TemplateVar(entry.name, entry.value, None, origin))
     return Templates(tuple(variables), tuple(warnings))
 
 
-@dataclass(frozen=True)
-class EnvironmentReads:
-    """What to read from one environment: a batch of keys, and each versioned reference."""
-
-    environment: str
-    keys: tuple[str, ...]  # the unversioned references' keys, read in one batch
-    versioned: tuple[SecretRef, ...]  # read one request each
-    refs: tuple[SecretRef, ...]  # all references to this environment, for messages
-
-    @property
-    def requests(self) -> int:
-        """How many counted reads this takes (a reader minted for it needs that many uses)."""
-        return (1 if self.keys else 0) + len(self.versioned)
-
-    @property
-    def key_pattern(self) -> str:
-        """The narrowest single glob covering every key referenced here."""
-        return narrowest_glob(ref.key for ref in self.refs)
-
-
-def narrowest_glob(keys: Iterable[str]) -> str:
-    """The key itself for one key, else the keys' longest common prefix followed by `*`."""
-    distinct = sorted(set(keys))
-    if len(distinct) == 1:
-        return distinct[0]
-    return os.path.commonprefix(distinct) + "*"
-
-
-def plan_reads(refs: Iterable[SecretRef]) -> tuple[EnvironmentReads, ...]:
-    """The reads the references need, one entry per environment (sorted by name)."""
-    by_environment: dict[str, list[SecretRef]] = {}
-    for ref in dict.fromkeys(refs):
-        by_environment.setdefault(ref.environment, []).append(ref)
-    return tuple(
-        EnvironmentReads(
-            environment=environment,
-            keys=tuple(sorted({r.key for r in refs if r.version is None})),
-            versioned=tuple(r for r in refs if r.version is not None),
-            refs=tuple(refs),
-        )
-        for environment, refs in sorted(by_environment.items())
-    )
-
-
-class ReferenceFailed(Exception):
-    """A reference could not be read; the message names it (and says why)."""
-
-    def __init__(self, refs: Sequence[SecretRef], error: VaultError) -> None:
-        super().__init__(f"{', '.join(str(ref) for ref in refs)}: {error}")
-        self.refs = tuple(refs)
-        self.error = error
-
-
-REFERENCE_ERRORS = (NotFound, Forbidden, BadRequest)  # about the reference, not the broker
-
-
-def read_references(reader: VaultClient, reads: EnvironmentReads) -> dict[SecretRef, Value]:
-    """The value of every reference to `reads.environment`.
-
-    Raises ReferenceFailed (naming the references concerned) when one is missing, out of
-    the reader's scope or malformed for the broker, and VaultError for anything else."""
-    values: dict[SecretRef, Value] = {}
-    if reads.keys:
-        try:
-            batch = reader.read_batch(reads.environment, keys=list(reads.keys))
-        except REFERENCE_ERRORS as exc:
-            raise ReferenceFailed(_unreadable(reader, reads), exc) from None
-        for ref in reads.refs:
-            if ref.version is None:
-                values[ref] = batch.values[ref.key]
-    for ref in reads.versioned:
-        try:
-            values[ref] = reader.get(ref.environment, ref.key, version=ref.version).value
-        except REFERENCE_ERRORS as exc:
-            raise ReferenceFailed((ref,), exc) from None
-    return values
-
-
-def _unreadable(reader: VaultClient, reads: EnvironmentReads) -> tuple[SecretRef, ...]:
-    """After a failed batch: the unversioned references the reader cannot see (listing
-    names costs no use), or all of them when it cannot list either."""
-    batched = tuple(ref for ref in reads.refs if ref.version is None)
-    try:
-        visible = set(reader.list_keys(reads.environment).keys)
-    except VaultError:
-        return batched
-    return tuple(ref for ref in batched if ref.key not in visible) or batched
-
-
 def template_variables(
     variables: Sequence[TemplateVar], values: Mapping[SecretRef, Value]
 ) -> tuple[InjectedVar, ...]:
     """The templates' variables with their references resolved from `values`; a plain
-    line stays plain (configuration: not masked)."""
+    line stays plain (configuration: not masked), and so does a default (not a secret);
+    an optional reference not in `values` is left out."""
     injected = []
     for var in variables:
-        if var.ref is None:
+        ref = var.ref
+        if ref is None:
             injected.append(InjectedVar(var.name, var.value, var.origin, "", secret=False))
-        else:
-            value = values[var.ref]
+        elif ref in values:
+            value = values[ref]
             text = isinstance(value, str)
-            injected.append(
-                InjectedVar(var.name, yaml_scalar(value), str(var.ref), var.ref.key, text=text)
-            )
+            injected.append(InjectedVar(var.name, yaml_scalar(value), str(ref), ref.key, text=text))
+        elif ref.default is not None:
+            injected.append(InjectedVar(var.name, ref.default, str(ref), ref.key, secret=False))
     return tuple(injected)
+
+
+def fallbacks(variables: Sequence[TemplateVar], values: Mapping[SecretRef, Value]) -> list[str]:
+    """`DB_REPLICA left unset: secretref://dev/DB_REPLICA?optional does not exist`, one line
+    for each variable whose reference fell back; names, never values."""
+    notes = []
+    for var in variables:
+        ref = var.ref
+        if ref is None or ref in values:
+            continue
+        assert not ref.required, "a required reference is read or an error"
+        what = "left unset" if ref.optional else "gets its default"
+        notes.append(f"{var.name} {what}: {ref} does not exist")
+    return notes

@@ -19,16 +19,22 @@ handler forwards every signal.
 
 After the child has exited the relay waits until its output is passed on (something it
 left running may still hold the pipes, as with `cmd | cat`); a signal then ends the wait.
+
+A signal the CLI cannot catch (SIGKILL) would leave the child running without it: the
+child is started with a parent-death signal (`cli.run_guard.die_with_parent`).
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Protocol
+
+from cli.run_guard import die_with_parent
 
 FORWARDED = frozenset(
     {
@@ -94,8 +100,15 @@ class SignalRelay(Protocol):
         tb: TracebackType | None,
     ) -> None: ...
 
-    def run(self, argv: Sequence[str], env: Mapping[str, str], io: ChildIO) -> int:
-        """Run argv to its end, relaying signals; its exit status (see exit_status).
+    def run(
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        io: ChildIO,
+        executable: str | None = None,
+    ) -> int:
+        """Run argv (the program at `executable`, if given) to its end, relaying signals;
+        its exit status (see exit_status). The child gets SIGKILL if this process dies.
 
         Returns 128+N without starting anything if signal N came first. Raises OSError
         when the command cannot be started."""
@@ -122,7 +135,13 @@ class SigwaitRelay:
         signal.pthread_sigmask(signal.SIG_SETMASK, self._saved)
         signal.signal(signal.SIGCHLD, self._sigchld)
 
-    def run(self, argv: Sequence[str], env: Mapping[str, str], io: ChildIO) -> int:
+    def run(
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        io: ChildIO,
+        executable: str | None = None,
+    ) -> int:
         early = FORWARDED & signal.sigpending()
         if early:
             first = min(early)
@@ -130,12 +149,20 @@ class SigwaitRelay:
                 pass
             return 128 + first
         saved = self._saved or set()
+        tie = die_with_parent(os.getpid())
+
+        def child_setup() -> None:
+            # the child must not inherit our blocked signals (Popen has no sigmask argument)
+            signal.pthread_sigmask(signal.SIG_SETMASK, saved)
+            if tie is not None:
+                tie()
+
         try:
             process = subprocess.Popen(
                 list(argv),
+                executable=executable,
                 env=dict(env),
-                # the child must not inherit our blocked signals (Popen has no sigmask argument)
-                preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, saved),
+                preexec_fn=child_setup,
                 **io.popen_kwargs(),
             )
         except BaseException:
@@ -191,11 +218,23 @@ class HandlerRelay:
         else:
             self._late = True
 
-    def run(self, argv: Sequence[str], env: Mapping[str, str], io: ChildIO) -> int:
+    def run(
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        io: ChildIO,
+        executable: str | None = None,
+    ) -> int:
         if self._early:
             return 128 + self._early[0]
         try:
-            process = subprocess.Popen(list(argv), env=dict(env), **io.popen_kwargs())
+            process = subprocess.Popen(
+                list(argv),
+                executable=executable,
+                env=dict(env),
+                preexec_fn=die_with_parent(os.getpid()),
+                **io.popen_kwargs(),
+            )
         except BaseException:
             io.finished()
             raise

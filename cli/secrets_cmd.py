@@ -267,22 +267,34 @@ def rollback_command(
 @secrets.command("check")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @_repo
+@click.option(
+    "--allow-variable",
+    "allowed",
+    metavar="NAME",
+    multiple=True,
+    help="A variable keys may set although run-with-secrets refuses it by default "
+    "(repeatable; the run needs the same --allow-variable).",
+)
 @_one_line_errors
-def check_command(paths: tuple[Path, ...], repo: Path) -> None:
+def check_command(paths: tuple[Path, ...], repo: Path, allowed: tuple[str, ...]) -> None:
     """Check that secrets files are encrypted, sealed and keyed as .sops.yaml says.
 
     Exits 1, naming file and key, for a plaintext value, a file without sops metadata or
-    MAC, or recipients that differ from the file's .sops.yaml rule (fix those with
-    `sops updatekeys FILE`). Without PATHs, checks every YAML and JSON file under
-    secrets/. Needs no key: made for pre-commit hooks and pull-request CI.
+    MAC, recipients that differ from the file's .sops.yaml rule (fix those with
+    `sops updatekeys FILE`), or a key whose variable name run-with-secrets refuses (PATH,
+    IFS, BASH_ENV, ENV, LD_*, DYLD_*, VANTA_*, PYTHONPATH, NODE_OPTIONS, ...: a key that
+    changes how programs start) unless --allow-variable names it. Without PATHs, checks
+    every YAML and JSON file under secrets/. Needs no key: made for pre-commit hooks and
+    pull-request CI.
 
     \b
     Examples:
       vanta-cli secrets check
       vanta-cli secrets check secrets/prod.enc.yaml
+      vanta-cli secrets check --allow-variable PATH
     """
     checkout: Checkout = open_checkout(repo)
-    files, problems = check_paths(checkout.top, list(paths))
+    files, problems = check_paths(checkout.top, list(paths), allowed)
     for problem in problems:
         click.echo(str(problem))
     if problems:

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from conftest import free_port
 from moto.server import ThreadedMotoServer
 
-from broker.audit import AuditLog, rotated_files
+from broker.audit import AuditLog, canonical, record_hash, rotated_files
 from cli.main import cli
 
 BUCKET = "audit-archive"
@@ -96,3 +96,108 @@ def test_a_tampered_file_stops_the_shipment(s3, tmp_path):
     assert result.exit_code == 1
     assert f"{middle.name}: line 2" in result.output
     assert s3.list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == 0
+
+
+# -- an hourly job: shipping again and again ------------------------------------------------
+
+
+def versions(s3) -> dict[str, int]:
+    """How many times each object was uploaded (the bucket keeps every version)."""
+    found: dict[str, int] = {}
+    for version in s3.list_object_versions(Bucket=BUCKET).get("Versions", []):
+        found[version["Key"]] = found.get(version["Key"], 0) + 1
+    return found
+
+
+@pytest.fixture
+def versioned(s3):
+    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    return s3
+
+
+def output_lines(result, verb: str) -> list[str]:
+    return [
+        line[len(verb) :].split()[0] for line in result.stdout.splitlines() if line.startswith(verb)
+    ]
+
+
+def test_an_hourly_job_ships_each_file_once_with_and_without_delete_after(versioned, tmp_path):
+    live = tmp_path / "access.jsonl"
+    log = AuditLog(live, max_bytes=1024)
+    write_records(log, 30)
+    first = rotated_files(live)
+    assert ship(live).exit_code == 0  # hour 1: everything so far
+    write_records(log, 30)  # hour 2: more rotations, the first files still on disk
+    second = [p for p in rotated_files(live) if p not in first]
+    assert second
+    result = ship(live)
+    assert result.exit_code == 0, result.output
+    assert output_lines(result, "already shipped:") == [f"vanta/{p.name}" for p in first]
+    assert output_lines(result, "uploaded:") == [f"vanta/{p.name}" for p in second]
+    result = ship(live)  # hour 3: nothing new
+    assert result.exit_code == 0, result.output
+    assert output_lines(result, "uploaded:") == []
+    assert len(output_lines(result, "already shipped:")) == len(first + second)
+    result = ship(live, "--delete-after")  # hour 4: the job now cleans up
+    assert result.exit_code == 0, result.output
+    assert output_lines(result, "uploaded:") == [] and rotated_files(live) == []
+    write_records(log, 30)  # hour 5: the chain continues from the bucket
+    third = rotated_files(live)
+    assert third
+    result = ship(live, "--delete-after")
+    assert result.exit_code == 0, result.output
+    assert output_lines(result, "uploaded:") == [f"vanta/{p.name}" for p in third]
+    result = ship(live, "--delete-after")  # hour 6: nothing at all
+    assert result.exit_code == 0 and "nothing to ship" in result.output
+    names = [p.name for p in first + second + third]
+    assert versions(versioned) == {f"vanta/{name}": 1 for name in names}  # each uploaded once
+    # the archive is one chain from the very first record
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    for name in names:
+        versioned.download_file(BUCKET, f"vanta/{name}", str(archive / name))
+    verified = CliRunner().invoke(cli, ["audit", "verify", *(str(archive / n) for n in names)])
+    assert verified.exit_code == 0, verified.output
+
+
+def test_a_changed_copy_of_a_shipped_file_uploads_nothing(versioned, tmp_path):
+    live = tmp_path / "access.jsonl"
+    log = AuditLog(live, max_bytes=1024)
+    write_records(log, 30)
+    shipped = rotated_files(live)
+    assert ship(live).exit_code == 0
+    write_records(log, 30)  # new files wait to be shipped
+    pending = [p for p in rotated_files(live) if p not in shipped]
+    assert pending
+    before = versions(versioned)
+    lines = shipped[0].read_text().splitlines(keepends=True)
+    shipped[0].write_text("".join(lines[:1] + lines[2:]))  # a record removed after shipping
+    result = ship(live)
+    assert result.exit_code == 1
+    assert f"{shipped[0].name}: line 2" in result.output
+    assert versions(versioned) == before  # the pending files were not uploaded either
+
+
+def test_a_shipped_file_rewritten_as_a_whole_chain_is_refused(versioned, tmp_path):
+    """Recomputing the hashes makes the local file a valid chain: only the bucket's
+    last-hash tells, and the bucket's copy is not overwritten."""
+    live = tmp_path / "access.jsonl"
+    write_records(AuditLog(live, max_bytes=1024), 30)
+    newest = rotated_files(live)[-1]
+    assert ship(live).exit_code == 0
+    before = versions(versioned)
+    lines = newest.read_bytes().splitlines(keepends=True)
+    record = json.loads(lines[-1])
+    record["status"] = 200  # the last request now "succeeded"
+    record["hash"] = record_hash(record)
+    newest.write_bytes(b"".join(lines[:-1]) + canonical(record) + b"\n")
+    assert CliRunner().invoke(cli, ["audit", "verify", str(newest), "--after",
+                                    json.loads(lines[0])["prev_hash"]]).exit_code == 0  # fmt: skip
+    result = ship(live)
+    assert result.exit_code == 1
+    assert result.output == (
+        f"error: not shipped: {newest.name}: the bucket's copy ends at last-hash "
+        f"{json.loads(lines[-1])['hash'][:16]}…, this file at {record['hash'][:16]}…: one of "
+        "them was changed (nothing uploaded)\n"
+    )
+    assert versions(versioned) == before

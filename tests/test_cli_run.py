@@ -7,6 +7,7 @@ import http.server
 import json
 import os
 import pty
+import re
 import signal
 import subprocess
 import sys
@@ -321,6 +322,84 @@ def test_given_token_reads_directly_and_vanta_token_is_not_used(broker, proxy):
     assert proc.stdout == "app\n"
     assert proxy.paths() == [("POST", "/api/v1/vault/dev/batch")]
     assert proxy.exchanges[0].authorization == f"Bearer {reader}"
+
+
+@pytest.mark.parametrize("text", ["{token}", "{token}\n", "  {token}\r\n\n"])
+def test_token_file_reads_the_reader_from_a_file(broker, proxy, tmp_path, text):
+    reader = broker.token(environment="dev", permissions=READER)
+    token_file = tmp_path / "reader.jwt"
+    token_file.write_text(text.format(token=reader))
+    token_file.chmod(0o600)
+    env = cli_env(VANTA_BROKER_URL=proxy.url, VANTA_TOKEN="not-even-a-token")
+    code = "import os; print(os.environ['DATABASE_USER'])"
+    args = rws_args("--environment", "dev", "--key-pattern", "DATABASE_*",
+                    "--token-file", str(token_file), command=python(code))  # fmt: skip
+    proc = run(args, env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "app\n"
+    assert [e.authorization for e in proxy.exchanges] == [f"Bearer {reader}"]
+    assert reader not in " ".join(args)  # nothing for `ps` to show
+
+
+def test_token_file_dash_reads_the_reader_from_standard_input(broker, proxy):
+    reader = broker.token(environment="dev", permissions=READER)
+    env = cli_env(VANTA_BROKER_URL=proxy.url)
+    code = "import os, sys; print(os.environ['DATABASE_USER'], repr(sys.stdin.read()))"
+    args = rws_args("--environment", "dev", "--key-pattern", "DATABASE_*",
+                    "--token-file", "-", command=python(code))  # fmt: skip
+    proc = subprocess.run(
+        args, env=env, input=reader + "\n", capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "app ''\n"  # the token was read to the end: the command sees none
+    assert [e.authorization for e in proxy.exchanges] == [f"Bearer {reader}"]
+
+
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [
+        (b"", "holds no token"),
+        (b" \n\n", "holds no token"),
+        (b"first-token\nsecond-token\n", "holds more than one token (one line expected)"),
+        (b"token with spaces", "holds more than one token (one line expected)"),
+        (b"\xff\xfe-token", "not UTF-8 text"),
+    ],
+)
+def test_a_token_file_without_exactly_one_token_is_an_error(tmp_path, content, error):
+    marker = tmp_path / "ran"
+    token_file = tmp_path / "reader.jwt"
+    token_file.write_bytes(content)
+    args = rws_args("--environment", "dev", "--key-pattern", "*",
+                    "--token-file", str(token_file), command=touch(marker))  # fmt: skip
+    proc = run(args, cli_env(VANTA_BROKER_URL=f"http://127.0.0.1:{free_port()}"))
+    assert proc.returncode == 1 and not marker.exists()
+    assert proc.stderr == f"error: --token-file {token_file}: {error}\n"
+
+
+def test_no_example_puts_a_token_on_a_command_line():
+    """Arguments are visible to every local user (ps): the README and --help hand tokens
+    over through files and standard input."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    blocks = re.findall(r"```(?:sh|bash)\n(.*?)```", readme, flags=re.S)
+    help_text = CliRunner().invoke(cli, ["run-with-secrets", "--help"]).stdout
+    examples = help_text.partition("Examples:")[2]
+    assert examples
+    lines = [line for block in [*blocks, examples] for line in block.splitlines()]
+    assert any("--token-file" in line for line in lines)
+    for line in lines:
+        assert not re.search(r"--token[ =]", line), line
+        if "Bearer $" in line:  # only a shell builtin (no process, no argv) may hold it
+            assert line.lstrip().startswith(("echo ", "printf ")), line
+
+
+def test_token_and_token_file_together_is_a_usage_error(tmp_path):
+    token_file = tmp_path / "reader.jwt"
+    token_file.write_text("x")
+    args = rws_args("--environment", "dev", "--key-pattern", "*", "--token", "y",
+                    "--token-file", str(token_file), command=["true"])  # fmt: skip
+    proc = run(args, cli_env())
+    assert proc.returncode == 2
+    assert "give --token or --token-file, not both" in proc.stderr
 
 
 def test_without_token_vanta_token_only_issues_it_never_reads(broker, proxy, tmp_path):
@@ -655,6 +734,8 @@ def test_missing_command_is_127_and_the_file_is_gone(broker, tmp_path):
         ["--environment", "dev", "--key-pattern", "*", "--inject-as", "fifo", "--max-reads", "0"]
         + ["--", "true"],
         ["--env-file", "/nonexistent/vanta-template.env", "--", "true"],
+        ["--environment", "dev", "--key-pattern", "*", "--token-file", "/nonexistent/t", "--"]
+        + ["true"],
     ],
 )
 def test_usage_errors_exit_2(args):
@@ -673,6 +754,8 @@ def test_help_explains_options_with_an_example():
         "--max-reads",
         "--no-masking",
         "--token",
+        "--token-file",
+        "--allow-variable",
         "Examples:",
         "secretref://",
     ):
