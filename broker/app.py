@@ -369,8 +369,8 @@ def _finish(response: Response) -> Response:
         status = response.status_code
     request_id = ctx.get("request_id", "")
     headers = response.headers
-    headers["X-Request-Id"] = request_id
-    headers["Server"] = "vanta-broker"  # whichever server runs, it names no framework
+    headers.add("X-Request-Id", request_id)
+    headers.add("Server", "vanta-broker")  # whichever server runs, it names no framework
     rule = req.url_rule.rule if req.url_rule else None
     elapsed = time.perf_counter() - ctx.get("started", time.perf_counter())
     method = req.method

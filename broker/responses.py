@@ -22,6 +22,22 @@ class BrokerResponse(Response):
             return []
         return body
 
+    def get_wsgi_headers(self, environ: dict[str, Any]) -> Any:
+        """The headers as they are: Werkzeug's version copies them to make a Location
+        absolute and to set Content-Length, which a buffered body has already."""
+        headers = self.headers
+        status = self.status_code
+        if (
+            200 <= status < 300
+            and status != 204
+            and isinstance(self.response, list)
+            and "Content-Length" in headers
+            and "Location" not in headers
+            and "Content-Location" not in headers
+        ):
+            return headers
+        return super().get_wsgi_headers(environ)
+
 
 class _NoSessions(SessionInterface):
     """Flask's cookie sessions are unused (the dashboard seals its own cookie): no signing
