@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
@@ -201,6 +202,12 @@ def read_json_object() -> dict[str, Any]:
 @audited("token.generate")
 def generate_token() -> Response:
     issuer = authenticate("tokens:issue")
+    if issuer.usage_limit is not None:
+        raise PermissionDenied(
+            "a token with a usage limit cannot mint: its tokens would escape the limit"
+        )
+    if time.time() >= issuer.expires_at:  # reads allow a leeway past exp; minting none
+        raise TokenInvalid()
     config = parts().config
     wanted = MintRequest.from_json(read_json_object(), config.max_ttl_minutes)
     audit(environment=wanted.scope.environment)
