@@ -58,6 +58,7 @@ _HTTP_CODES = {
     413: "payload_too_large",
 }
 _UNAUDITED = ("/api/v1/openapi.json",)
+HSTS = "max-age=31536000"  # a year: browsers (the dashboard) keep to HTTPS once they saw it
 
 
 @dataclass
@@ -371,6 +372,8 @@ def _finish(response: Response) -> Response:
     headers = response.headers
     headers.add("X-Request-Id", request_id)
     headers.add("Server", "vanta-broker")  # whichever server runs, it names no framework
+    if req.environ.get("wsgi.url_scheme") == "https":
+        headers.add("Strict-Transport-Security", HSTS)
     rule = req.url_rule.rule if req.url_rule else None
     elapsed = time.perf_counter() - ctx.get("started", time.perf_counter())
     method = req.method
