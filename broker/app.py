@@ -38,7 +38,6 @@ from broker.ratelimit import RateLimits, SqliteLimitStorage, parse_rate
 from broker.remote import Poller, RemoteMirror, RemoteTree
 from broker.responses import BrokerFlask, BrokerResponse
 from broker.rotation_api import rotation_api
-from broker.serving import CLIENT_CERT_KEY
 from broker.sops import Decryptor
 from broker.store import SecretStore
 from broker.sync_api import note_sync, sync
@@ -58,6 +57,9 @@ _HTTP_CODES = {
     413: "payload_too_large",
 }
 _UNAUDITED = ("/api/v1/openapi.json",)
+# WSGI environ key under which the server hands over the verified client certificate's
+# subject (RFC 4514, "CN=billing,O=Acme"), whichever server it is.
+CLIENT_CERT_KEY = "vanta.client_cert"
 HSTS = "max-age=31536000"  # a year: browsers (the dashboard) keep to HTTPS once they saw it
 
 
