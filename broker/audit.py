@@ -49,7 +49,7 @@ def record_hash(record: dict[str, Any]) -> str:
 def _hash_of(line: bytes) -> str:
     """The `hash` of a record line; ValueError if the line is not a chained record (a
     damaged tail is refused, not chained onto)."""
-    record = json.loads(line)
+    record = orjson.loads(line)
     value = record.get("hash") if isinstance(record, dict) else None
     if not (isinstance(value, str) and _HASH_RE.fullmatch(value)):
         raise ValueError("the audit file's last record carries no hash")
