@@ -20,7 +20,7 @@ from broker.errors import (
     TokenRevoked,
     UsageExhausted,
 )
-from broker.history import history_for_store
+from broker.history import history_answer
 from broker.scope import ALL, environment_contains, pattern_contains, pattern_matches
 from broker.store import Snapshot
 from broker.tokens import Claims, MintRequest, mint, mint_answer
@@ -290,5 +290,4 @@ def key_history(environment: str, key: str) -> Response:
         raise ScopeDenied("the key is outside the token's pattern")
     snapshot = snapshot_for(None)
     audit(version=snapshot.version)
-    versions = history_for_store(parts().store, snapshot, environment, key)
-    return json_response({"environment": environment, "key": key, "versions": versions})
+    return json_response(history_answer(parts().store, snapshot, environment, key))
