@@ -30,6 +30,7 @@ from conftest import (
     start_broker,
     stop_broker,
 )
+from test_openapi import assert_conforms
 from test_rotation import sops_set
 
 from broker import history
@@ -221,7 +222,9 @@ def bombed_once(secrets_repo: SecretsRepo, age_key_file: Path) -> dict[str, str]
 
 def test_history_skips_a_refused_version_and_compares_around_it(client, config, bombed_once):
     token = make_token(config)
-    answer = client.get("/api/v1/history/dev/DATABASE_URL", headers=bearer(token)).get_json()
+    response = client.get("/api/v1/history/dev/DATABASE_URL", headers=bearer(token))
+    assert_conforms(config, "GET", "/api/v1/history/{environment}/{key}", response)
+    answer = response.get_json()
     assert [(v["version"], v["change"]) for v in answer["versions"]] == [
         (bombed_once["first"], "added")  # not "added" again where the bomb was undone
     ]
