@@ -21,7 +21,7 @@ from broker.errors import (
     TokenRevoked,
     UsageExhausted,
 )
-from broker.history import history_for_store
+from broker.history import history_answer
 from broker.responses import BrokerResponse
 from broker.scope import ALL, environment_contains, pattern_contains, pattern_matches
 from broker.store import Snapshot
@@ -324,5 +324,4 @@ def key_history(environment: str, key: str) -> Response:
     authorize_key(environment, key, "secrets:list")
     snapshot = snapshot_for(None)
     audit(version=snapshot.version)
-    versions = history_for_store(parts().store, snapshot, environment, key)
-    return json_response({"environment": environment, "key": key, "versions": versions})
+    return json_response(history_answer(parts().store, snapshot, environment, key))

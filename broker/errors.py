@@ -10,7 +10,7 @@ ApiError
  ├── NotFound            404 not_found
  ├── MethodNotAllowed    405 method_not_allowed
  ├── PayloadTooLarge     413 payload_too_large
- ├── DecryptFailed       503 decrypt_failed
+ ├── DecryptFailed       503 decrypt_failed (FileRefused: a file that is not served, §4)
  ├── AuditUnavailable    503 audit_unavailable
  ├── StateUnavailable    503 state_unavailable
  ├── SyncFailed          503 sync_failed (TreeUnavailable: nothing served yet)
@@ -85,6 +85,15 @@ class PayloadTooLarge(ApiError):
 
 class DecryptFailed(ApiError):
     status, code, default_message = 503, "decrypt_failed", "the secrets could not be decrypted"
+
+
+class FileRefused(DecryptFailed):
+    """A secrets file that is not served (SPEC §4): `reason` says why (anchors or aliases,
+    or too large), never which file or what it holds."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the environment's secrets file is not served: {reason}")
+        self.reason = reason
 
 
 class AuditUnavailable(ApiError):

@@ -10,6 +10,11 @@ after; each blob is read (one `git cat-file --batch` for all that are new) and p
 into its ciphertext leaves. Blobs never change, nor does the log of a commit, so both are
 cached by id, bounded, and a repeated question costs dictionary lookups.
 
+A version of the file that is not served (SPEC §4: YAML anchors or aliases, or too large)
+is never parsed: history skips it and says so (`skipped_versions`), and the commit after it
+is compared with the versions before it. When the version at the asked-for commit is such a
+file, there is nothing to show: FileRefused (503 decrypt_failed, like a read).
+
 Merges follow Git's own rule, applied per key: `git log`'s default history simplification
 walks a merge's side branch only when the merge's file differs from every parent, and a
 merge is listed for a key only when the key's ciphertext in it matches none of its parents'
@@ -23,9 +28,9 @@ import re
 import subprocess
 import sys
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -33,8 +38,15 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from broker.errors import NotFound
+from broker.errors import FileRefused, NotFound
 from broker.scope import is_key
+from broker.secrets_files import (
+    DOCUMENT_TOO_LARGE,
+    FILE_TOO_LARGE,
+    MAX_DOCUMENT_BYTES,
+    MAX_FILE_BYTES,
+    refusal,
+)
 from broker.sops import flatten
 
 if TYPE_CHECKING:  # the CLI reads history without loading the broker's store
@@ -59,6 +71,16 @@ _LOG_FORMAT = "%x1e%H%x00%an%x00%ct%x00%s"
 
 Leaf = str | tuple[str, str]  # a ciphertext string, or (type, text) of a plaintext scalar
 Leaves = dict[str, Leaf]
+
+
+@dataclass(frozen=True)
+class Refused:
+    """What a blob that is not served parses to: only why."""
+
+    reason: str
+
+
+Parsed = Leaves | Refused
 K = TypeVar("K")
 V = TypeVar("V")
 
@@ -97,6 +119,27 @@ class KeyChange:
             "author": self.author,
             "message": self.message,
             "change": self.change,
+        }
+
+
+@dataclass(frozen=True)
+class SkippedVersion:
+    """A commit whose version of the file is not served (SPEC §4), so history skips it."""
+
+    commit: str
+    committed_at: str
+    author: str
+    message: str
+    reason: str
+
+    def to_json(self) -> dict[str, str]:
+        """An entry of the history answer's `skipped` list."""
+        return {
+            "version": self.commit,
+            "committed_at": self.committed_at,
+            "author": self.author,
+            "message": self.message,
+            "reason": self.reason,
         }
 
 
@@ -160,7 +203,7 @@ class CacheStats:
     logs_read: int = 0
 
 
-_leaf_cache: _Lru[str, Leaves] = _Lru(LEAF_CACHE_ENTRIES, LEAF_CACHE_BYTES)
+_leaf_cache: _Lru[str, Parsed] = _Lru(LEAF_CACHE_ENTRIES, LEAF_CACHE_BYTES)
 _log_cache: _Lru[tuple[str, str, str], FileLog] = _Lru(10_000, LOG_CACHE_COMMITS)
 stats = CacheStats()
 
@@ -187,13 +230,45 @@ _NOT_PLAIN_STRINGS = frozenset({"true", "false", "null", "yes", "no", "on", "off
 def ciphertext_leaves(data: bytes) -> Leaves:
     """Every addressable leaf of a SOPS YAML document, keyed like `broker.sops.flatten`,
     with its ciphertext (or, for a value SOPS left in plaintext, its type and text). The
-    `sops` metadata is left out. A document that is not a YAML mapping has no leaves."""
+    `sops` metadata is left out. A document that is not a YAML mapping has no leaves.
+    FileRefused for a file that is not served (SPEC §4)."""
+    return _readable(parse_blob(data))
+
+
+def parse_blob(data: bytes) -> Parsed:
+    """The leaves of a SOPS YAML document, or Refused: its YAML holds anchors or aliases,
+    it is too large to read, or its values alone (their plaintext length is known from the
+    ciphertext) make a decrypted document over 16 MiB."""
+    reason = refusal(data)
+    if reason is not None:
+        return Refused(reason)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         return {}
     fast = _scan_sops_layout(text)
-    return fast if fast is not None else _parse_yaml_leaves(text)
+    leaves = fast if fast is not None else _parse_yaml_leaves(text)
+    if sum(map(_plaintext_bytes, leaves.values())) > MAX_DOCUMENT_BYTES:
+        return Refused(DOCUMENT_TOO_LARGE)
+    return leaves
+
+
+def _readable(parsed: Parsed) -> Leaves:
+    if isinstance(parsed, Refused):
+        raise FileRefused(parsed.reason)
+    return parsed
+
+
+def _plaintext_bytes(leaf: Leaf) -> int:
+    """The length of a leaf's plaintext: AES-GCM keeps it, so an ENC[...] value's is its
+    base64 `data` decoded (counted, not decoded)."""
+    if isinstance(leaf, tuple):
+        return len(leaf[1])
+    start = leaf.find(",data:") + 6 if leaf.startswith("ENC[") else 0
+    end = leaf.find(",iv:", start) if start else -1
+    if end < 0:
+        return len(leaf)
+    return (end - start) // 4 * 3 - leaf.count("=", max(start, end - 2), end)
 
 
 def _scan_sops_layout(text: str) -> Leaves | None:
@@ -257,7 +332,7 @@ def _scan_sops_layout(text: str) -> Leaves | None:
 def _parse_yaml_leaves(text: str) -> Leaves:
     try:
         document = YAML(typ="safe").load(text)
-    except YAMLError:
+    except (YAMLError, RecursionError):  # ruamel's composer recurses per nesting level
         return {}
     if not isinstance(document, Mapping):
         return {}
@@ -270,7 +345,9 @@ def _leaf(value: Any) -> Leaf:
     return value if isinstance(value, str) else (type(value).__name__, repr(value))
 
 
-def _leaves_weight(leaves: Leaves) -> int:
+def _leaves_weight(leaves: Parsed) -> int:
+    if isinstance(leaves, Refused):
+        return 200
     return 200 + sum(
         100 + len(k) + (len(v) if isinstance(v, str) else 32) for k, v in leaves.items()
     )
@@ -296,6 +373,18 @@ def _git(git_dir: str, *args: str, stdin: bytes | None = None) -> bytes:
     return proc.stdout
 
 
+def _blob_sizes(git_dir: str, blob_ids: list[str]) -> dict[str, int]:
+    """The size of each blob (a missing one is left out), in one cat-file run."""
+    names = "".join(f"{b}\n" for b in blob_ids).encode()
+    out = _git(git_dir, "cat-file", "--batch-check", stdin=names)
+    sizes = {}
+    for line in out.decode().splitlines():
+        fields = line.split(" ")
+        if len(fields) == 3 and fields[2].isdigit():
+            sizes[fields[0]] = int(fields[2])
+    return sizes
+
+
 def _read_blobs(git_dir: str, blob_ids: list[str]) -> dict[str, bytes]:
     """The content of each blob (a missing one is left out), in one cat-file run."""
     out = _git(git_dir, "cat-file", "--batch", stdin="".join(f"{b}\n" for b in blob_ids).encode())
@@ -312,10 +401,12 @@ def _read_blobs(git_dir: str, blob_ids: list[str]) -> dict[str, bytes]:
     return found
 
 
-def blob_leaves(git_dir: str | Path, blob_ids: Iterable[str | None]) -> dict[str, Leaves]:
-    """The ciphertext leaves of each blob, parsing only those not seen before."""
+def blob_leaves(git_dir: str | Path, blob_ids: Iterable[str | None]) -> dict[str, Parsed]:
+    """The ciphertext leaves of each blob (or Refused), parsing only those not seen before.
+    A blob larger than MAX_FILE_BYTES is refused unread; the others are read at most about
+    MAX_FILE_BYTES at a time."""
     wanted = {b for b in blob_ids if b is not None}
-    known: dict[str, Leaves] = {}
+    known: dict[str, Parsed] = {}
     missing = []
     for blob in wanted:
         leaves = _leaf_cache.get(blob)
@@ -323,13 +414,40 @@ def blob_leaves(git_dir: str | Path, blob_ids: Iterable[str | None]) -> dict[str
             missing.append(blob)
         else:
             known[blob] = leaves
-    if missing:
-        contents = _read_blobs(str(git_dir), sorted(missing))
-        for blob in missing:
-            leaves = ciphertext_leaves(contents.get(blob, b""))
-            stats.blobs_parsed += 1
-            known[blob] = _leaf_cache.put(blob, leaves, _leaves_weight(leaves))
+    if not missing:
+        return known
+    sizes = _blob_sizes(str(git_dir), sorted(missing))
+    batch: list[str] = []
+    batch_bytes = 0
+    for blob in sorted(missing, key=lambda b: sizes.get(b, 0)):
+        size = sizes.get(blob, 0)
+        if size > MAX_FILE_BYTES:
+            known[blob] = _remember(blob, Refused(FILE_TOO_LARGE))
+            continue
+        if batch and batch_bytes + size > MAX_FILE_BYTES:
+            _parse_batch(str(git_dir), batch, known)
+            batch, batch_bytes = [], 0
+        batch.append(blob)
+        batch_bytes += size
+    if batch:
+        _parse_batch(str(git_dir), batch, known)
     return known
+
+
+def _parse_batch(git_dir: str, blobs: list[str], known: dict[str, Parsed]) -> None:
+    contents = _read_blobs(git_dir, blobs)
+    for blob in blobs:
+        known[blob] = _remember(blob, parse_blob(contents.pop(blob, b"")))
+
+
+def _remember(blob: str, parsed: Parsed) -> Parsed:
+    stats.blobs_parsed += 1
+    return _leaf_cache.put(blob, parsed, _leaves_weight(parsed))
+
+
+def readable_leaves(git_dir: str | Path, blob: str) -> Leaves:
+    """The ciphertext leaves of one blob; FileRefused when it is not served."""
+    return _readable(blob_leaves(git_dir, [blob])[blob])
 
 
 def _is_full_sha(commit: str) -> bool:
@@ -456,26 +574,76 @@ def _blobs_of(changes: Iterable[FileChange]) -> list[str | None]:
     return [b for c in changes for b in (c.blob, *c.parent_blobs)]
 
 
+def _readable_log(
+    git_dir: str | Path, log: FileLog
+) -> tuple[list[FileChange], dict[str, Leaves], list[SkippedVersion]]:
+    """The log's changes with every blob parsed, minus those whose version is refused (they
+    are returned as skipped); a parent version that is refused is replaced by the versions
+    behind it, so the next readable commit is compared with the last readable ones."""
+    parsed = blob_leaves(git_dir, _blobs_of(log.changes))
+    leaves = {b: p for b, p in parsed.items() if not isinstance(p, Refused)}
+    refused = {b: p.reason for b, p in parsed.items() if isinstance(p, Refused)}
+    if not refused:
+        return list(log.changes), leaves, []
+    behind: dict[str, list[str | None]] = {}
+    for change in log.changes:
+        if change.blob in refused:
+            behind.setdefault(change.blob, []).extend(change.parent_blobs)
+
+    def stand_ins(blobs: Iterable[str | None]) -> tuple[str | None, ...]:
+        found: list[str | None] = []
+        seen: set[str] = set()
+        todo = deque(blobs)
+        while todo:
+            blob = todo.popleft()
+            if blob is not None and blob in refused:
+                if blob not in seen:
+                    seen.add(blob)
+                    todo.extend(behind.get(blob, ()))
+            elif blob not in found:
+                found.append(blob)
+        return tuple(found)
+
+    changes = [
+        replace(c, parent_blobs=stand_ins(c.parent_blobs))
+        for c in log.changes
+        if c.blob not in refused
+    ]
+    skipped = [
+        SkippedVersion(c.commit, c.committed_at, c.author, c.message, refused[c.blob])
+        for c in log.changes
+        if c.blob is not None and c.blob in refused
+    ]
+    return changes, leaves, skipped
+
+
 def key_history(git_dir: str | Path, commit: str, file_path: str, key: str) -> list[KeyChange]:
     """Every commit reachable from `commit` that added, changed or removed `key` in the
-    file, newest first ([] if the key never existed). HistoryError for an unknown commit."""
-    log = file_log(git_dir, commit, file_path)
-    leaves = blob_leaves(git_dir, _blobs_of(log.changes))
+    file, newest first ([] if the key never existed); commits whose version of the file is
+    refused are left out (see `skipped_versions`). HistoryError for an unknown commit."""
+    changes, leaves, _ = _readable_log(git_dir, file_log(git_dir, commit, file_path))
     found = []
-    for change in log.changes:
+    for change in changes:
         kind = _change_of(change, key, leaves)
         if kind is not None:
             found.append(_key_change(change, kind))
     return found
 
 
+def skipped_versions(git_dir: str | Path, commit: str, file_path: str) -> list[SkippedVersion]:
+    """The commits reachable from `commit` whose version of the file is not served (SPEC
+    §4), newest first: history leaves them out."""
+    return _readable_log(git_dir, file_log(git_dir, commit, file_path))[2]
+
+
 def last_changes(git_dir: str | Path, commit: str, file_path: str) -> dict[str, KeyChange]:
     """For each key in the file at `commit`, the newest commit that gave it its current
-    ciphertext (added or changed): its rotation age. {} when the file is absent there."""
+    ciphertext (added or changed): its rotation age. {} when the file is absent there;
+    FileRefused when it is not served there."""
     log = file_log(git_dir, commit, file_path)
     if log.blob is None:
         return {}
-    current = blob_leaves(git_dir, [log.blob])[log.blob]
+    current = readable_leaves(git_dir, log.blob)
     remaining = set(current)
     found: dict[str, KeyChange] = {}
     for start in range(0, len(log.changes), _CHUNK):
@@ -483,32 +651,52 @@ def last_changes(git_dir: str | Path, commit: str, file_path: str) -> dict[str, 
             break
         chunk = log.changes[start : start + _CHUNK]
         leaves = blob_leaves(git_dir, _blobs_of(chunk))
-        for change in chunk:
-            new = leaves.get(change.blob, {}) if change.blob else {}
-            for key in [k for k in remaining if new.get(k) == current[k]]:
-                kind = _change_of(change, key, leaves)
-                if kind is not None:
-                    found[key] = _key_change(change, kind)
-                    remaining.discard(key)
+        if any(isinstance(parsed, Refused) for parsed in leaves.values()):
+            # Refused versions stand for the ones behind them: walk the whole log instead.
+            changes, readable, _ = _readable_log(git_dir, log)
+            found = {}
+            _note_last_changes(changes, readable, current, set(current), found)
+            return found
+        _note_last_changes(chunk, leaves, current, remaining, found)  # type: ignore[arg-type]
     return found
 
 
+def _note_last_changes(
+    changes: Iterable[FileChange],
+    leaves: Mapping[str, Leaves],
+    current: Leaves,
+    remaining: set[str],
+    found: dict[str, KeyChange],
+) -> None:
+    for change in changes:
+        new = leaves.get(change.blob, {}) if change.blob else {}
+        for key in [k for k in remaining if new.get(k) == current[k]]:
+            kind = _change_of(change, key, leaves)
+            if kind is not None:
+                found[key] = _key_change(change, kind)
+                remaining.discard(key)
+
+
 def current_keys(git_dir: str | Path, commit: str, file_path: str) -> list[str] | None:
-    """The keys of the file at `commit`, sorted; None when it has no such file."""
+    """The keys of the file at `commit`, sorted; None when it has no such file, FileRefused
+    when it is not served there."""
     log = file_log(git_dir, commit, file_path)
     if log.blob is None:
         return None
-    return sorted(blob_leaves(git_dir, [log.blob])[log.blob])
+    return sorted(readable_leaves(git_dir, log.blob))
 
 
-def history_for_store(
+def history_answer(
     store: SecretStore, snapshot: Snapshot, environment: str, key: str
-) -> list[dict[str, str]]:
-    """The SPEC §6 `versions` of `key` at the snapshot's commit, newest first.
+) -> dict[str, object]:
+    """The SPEC §6 history answer of `key` at the snapshot's commit: `versions` newest
+    first, and `skipped` (only when there are any) for the versions not served (§4).
 
-    NotFound when the environment's file or the key never existed in that history. Outside
-    Git there is no history: [] when the key exists in the file on disk, else NotFound.
-    HistoryError (a server fault, not the caller's) when git itself fails."""
+    NotFound when the environment's file or the key never existed in that history;
+    FileRefused when the file at the snapshot is not served. Outside Git there is no
+    history: [] when the key exists in the file on disk, else NotFound. HistoryError (a
+    server fault, not the caller's) when git itself fails."""
+    answer: dict[str, object] = {"environment": environment, "key": key}
     tree = store.tree
     git_dir = getattr(tree, "git_dir", None)
     if git_dir is None or snapshot.version is None:
@@ -520,11 +708,19 @@ def history_for_store(
             data = tree.blob_data(content_id)  # type: ignore[attr-defined]
         if key not in ciphertext_leaves(data):
             raise NotFound(f"key {key!r} not found")
-        return []
+        answer["versions"] = []
+        return answer
     path = tree.file_path(environment)
-    if not file_log(git_dir, snapshot.version, path).changes:
+    log = file_log(git_dir, snapshot.version, path)
+    if not log.changes:
         raise NotFound(f"environment {environment!r} not found")
+    if log.blob is not None:
+        readable_leaves(git_dir, log.blob)  # FileRefused: the environment is not served
     changes = key_history(git_dir, snapshot.version, path, key)
     if not changes:
         raise NotFound(f"key {key!r} not found")
-    return [change.to_json() for change in changes]
+    answer["versions"] = [change.to_json() for change in changes]
+    skipped = skipped_versions(git_dir, snapshot.version, path)
+    if skipped:
+        answer["skipped"] = [version.to_json() for version in skipped]
+    return answer

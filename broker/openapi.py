@@ -67,7 +67,8 @@ _ERRORS: dict[int, tuple[str, tuple[str, ...], str]] = {
     503: (
         "Unavailable",
         ("decrypt_failed", "audit_unavailable", "state_unavailable", "sync_failed"),
-        "Decryption, audit, state store or served tree unavailable; nothing secret left.",
+        "Decryption, audit, state store or served tree unavailable, or a secrets file that "
+        "is not served (YAML anchors or aliases, or too large); nothing secret left.",
     ),
 }
 _AUTHENTICATED = (400, 401, 403, 429, 503)  # what any bearer-token endpoint may answer
@@ -344,7 +345,27 @@ def _schemas(max_ttl_minutes: int) -> dict[str, Schema]:
                         }
                     ),
                 },
-            }
+            },
+            {
+                "skipped": {
+                    "type": "array",
+                    "description": (
+                        "Present only when some commit's version of the file is not served "
+                        "(YAML anchors or aliases, or too large): those versions are left "
+                        "out of `versions`, and the next commit is compared with the ones "
+                        "before them. Newest first."
+                    ),
+                    "items": _object(
+                        {
+                            "version": {"type": "string", "pattern": "^[0-9a-f]{40}$"},
+                            "committed_at": time,
+                            "author": {"type": "string"},
+                            "message": {"type": "string"},
+                            "reason": {"type": "string"},
+                        }
+                    ),
+                },
+            },
         ),
         "Rotation": _object(
             {

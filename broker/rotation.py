@@ -17,14 +17,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
-from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from broker.errors import FileRefused
 from broker.scope import ALL, is_environment, is_pattern, pattern_matches
+from broker.secrets_files import MISNAMED, SUFFIX, YAMLRefused, environment_of, load_yaml
 
 POLICY_FILE = ".vanta.yaml"
+MAX_POLICY_BYTES = 1024 * 1024
 SECRETS_DIR = "secrets"
-SECRETS_SUFFIX = ".enc.yaml"
+SECRETS_SUFFIX = SUFFIX
 DEFAULT_MAX_AGE_DAYS = 90
 DEFAULT_WARN_DAYS = 14
 STATUSES = ("ok", "due", "overdue")  # least to most urgent
@@ -113,8 +115,12 @@ def parse_policy(text: str | bytes | None, source: str = POLICY_FILE) -> Policy:
     so a misspelt `max_age_day` cannot silently fall back to the default."""
     if text is None:
         return Policy()
+    if len(text) > MAX_POLICY_BYTES:
+        raise PolicyError(f"{source}: over 1 MiB")
     try:
-        document = YAML(typ="safe").load(text)
+        document = load_yaml(text)
+    except YAMLRefused:
+        raise PolicyError(f"{source}: YAML anchors and aliases are not allowed") from None
     except YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
@@ -182,7 +188,8 @@ def read_policy_file(repo_root: Path) -> Policy:
     """The policy in `<repo_root>/.vanta.yaml` as checked out (defaults without one)."""
     path = repo_root / POLICY_FILE
     try:
-        text = path.read_bytes()
+        with path.open("rb") as f:
+            text = f.read(MAX_POLICY_BYTES + 1)
     except FileNotFoundError:
         return Policy()
     except OSError as exc:
@@ -193,6 +200,18 @@ def read_policy_file(repo_root: Path) -> Policy:
 @lru_cache(maxsize=64)
 def read_policy_at(git_dir: str, commit: str) -> Policy:
     """The policy in `.vanta.yaml` at the root of `commit` (a full SHA, so cacheable)."""
+    source = f"{POLICY_FILE} at {commit[:12]}"
+    size = subprocess.run(
+        ["git", "--git-dir", git_dir, "cat-file", "-s", f"{commit}:{POLICY_FILE}"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    if size.returncode != 0:
+        return Policy()
+    if not size.stdout.strip().isdigit() or int(size.stdout) > MAX_POLICY_BYTES:
+        raise PolicyError(f"{source}: over 1 MiB")  # not read: it could be any size
     proc = subprocess.run(
         ["git", "--git-dir", git_dir, "cat-file", "blob", f"{commit}:{POLICY_FILE}"],
         capture_output=True,
@@ -200,16 +219,8 @@ def read_policy_at(git_dir: str, commit: str) -> Policy:
         timeout=30,
     )
     if proc.returncode != 0:
-        exists = subprocess.run(
-            ["git", "--git-dir", git_dir, "cat-file", "-e", f"{commit}:{POLICY_FILE}"],
-            capture_output=True,
-            check=False,
-            timeout=30,
-        )
-        if exists.returncode != 0:
-            return Policy()
         raise PolicyError(f"{POLICY_FILE}: cannot be read at {commit[:12]}")
-    return parse_policy(proc.stdout, f"{POLICY_FILE} at {commit[:12]}")
+    return parse_policy(proc.stdout, source)
 
 
 # -- evaluation -----------------------------------------------------------------------------------
@@ -269,30 +280,60 @@ class RepositoryError(ValueError):
     """A checkout that cannot be checked: not Git, no commit, or no such environment."""
 
 
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file in `secrets/` the check left out, and why (SPEC §4: the broker does not serve
+    it either)."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class RepositoryReport:
+    statuses: list[KeyStatus]
+    skipped: list[SkippedFile]
+
+
 def repository_report(
     repo: Path, environment: str | None = None, now: datetime | None = None
 ) -> list[KeyStatus]:
+    """The statuses of `repository_check` (the files it skips are left out silently)."""
+    return repository_check(repo, environment, now).statuses
+
+
+def repository_check(
+    repo: Path, environment: str | None = None, now: datetime | None = None
+) -> RepositoryReport:
     """Every key of every environment (or of `environment`) in `secrets/` at HEAD of the
-    repository holding `repo`, against the checked-out `.vanta.yaml`. Ciphertext only:
-    no decryption key is needed. Raises RepositoryError, PolicyError."""
+    repository holding `repo`, against the checked-out `.vanta.yaml`, and the files skipped
+    because the broker does not serve them (SPEC §4). Ciphertext only: no decryption key is
+    needed. Raises RepositoryError (also for an `environment` whose file is not served),
+    PolicyError."""
     from broker import history
 
     top, git_dir, head = _repository(repo)
     policy = read_policy_file(top)
-    files = _environment_files(git_dir, head)
+    files, skipped = _environment_files(git_dir, head)
     if environment is not None:
         if environment not in files:
             raise RepositoryError(
                 f"environment {environment!r} has no file {SECRETS_DIR}/{environment}.enc.yaml "
                 "at HEAD"
             )
-        files = {environment: files[environment]}
+        files, skipped = {environment: files[environment]}, []
     moment = now or datetime.now(UTC)
     statuses: list[KeyStatus] = []
     for name, path in sorted(files.items()):
-        changes = history.last_changes(Path(git_dir), head, path)
+        try:
+            changes = history.last_changes(Path(git_dir), head, path)
+        except FileRefused as exc:
+            if environment is not None:
+                raise RepositoryError(f"{path} is not served: {exc.reason}") from None
+            skipped.append(SkippedFile(path, exc.reason))
+            continue
         statuses.extend(evaluate(policy, name, changes, moment))
-    return statuses
+    return RepositoryReport(statuses, sorted(skipped, key=lambda f: f.path))
 
 
 def _git(cwd: Path | None, *args: str) -> subprocess.CompletedProcess[str]:
@@ -319,17 +360,21 @@ def _repository(repo: Path) -> tuple[Path, str, str]:
     return Path(top), git_dir, head.stdout.strip()
 
 
-def _environment_files(git_dir: str, commit: str) -> dict[str, str]:
-    """Environment name -> path of its file in `commit` (`secrets/<env>.enc.yaml`)."""
-    listed = _git(
-        None, "--git-dir", git_dir, "ls-tree", "--name-only", "-z", commit, f"{SECRETS_DIR}/"
-    )
-    files = {}
-    for path in listed.stdout.split("\0"):
-        name = path[len(SECRETS_DIR) + 1 :]
-        if path.endswith(SECRETS_SUFFIX) and is_environment(name[: -len(SECRETS_SUFFIX)]):
-            files[name[: -len(SECRETS_SUFFIX)]] = path
-    return files
+def _environment_files(git_dir: str, commit: str) -> tuple[dict[str, str], list[SkippedFile]]:
+    """Environment name -> path of its file in `commit` (`secrets/<env>.enc.yaml`), and the
+    other `*.enc.yaml` files there, skipped for their names."""
+    listed = _git(None, "--git-dir", git_dir, "ls-tree", "-z", commit, f"{SECRETS_DIR}/")
+    files, skipped = {}, []
+    for entry in listed.stdout.split("\0"):
+        meta, _, path = entry.partition("\t")
+        if meta.split(" ")[1:2] != ["blob"]:
+            continue  # a subdirectory (or a submodule) holds no environment
+        environment = environment_of(path[len(SECRETS_DIR) + 1 :])
+        if environment is not None:
+            files[environment] = path
+        elif path.endswith(SECRETS_SUFFIX):
+            skipped.append(SkippedFile(path, MISNAMED))
+    return files, skipped
 
 
 def at_least(status: str, threshold: str) -> bool:

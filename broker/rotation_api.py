@@ -32,8 +32,9 @@ def rotation_report(
 ) -> list[KeyStatus]:
     """Every key of `environment` at `snapshot` with its rotation status, in key order.
 
-    Raises NotFound when the environment has no file there, BadRequest when the secrets
-    are not in Git (no history to read), RotationUnavailable for a broken `.vanta.yaml`."""
+    Raises NotFound when the environment has no file there, FileRefused when its file is
+    not served (SPEC §4), BadRequest when the secrets are not in Git (no history to read),
+    RotationUnavailable for a broken `.vanta.yaml`."""
     tree = store.tree
     git_dir = getattr(tree, "git_dir", None)
     if git_dir is None or snapshot.version is None:

@@ -25,11 +25,11 @@ from typing import Generic, Protocol, TypeVar
 import git
 import gitdb.exc
 
-from broker.errors import BadRequest, NotFound
+from broker.errors import BadRequest, FileRefused, NotFound
 from broker.gitrefs import RefReader
+from broker.secrets_files import FILE_TOO_LARGE, MAX_FILE_BYTES, SUFFIX, environment_of
 from broker.sops import Decryptor, Value
 
-SUFFIX = ".enc.yaml"
 VERSION_RE = re.compile(r"[0-9a-fA-F]{7,40}")
 FULL_SHA_RE = re.compile(r"[0-9a-f]{40}")
 _UNSTABLE_REF_CHARS = set("~^:@{}")
@@ -84,11 +84,32 @@ class Snapshot:
     committed_at: str | None
 
 
+@dataclass(frozen=True)
+class Listing:
+    """The secrets files of a tree: `environments` are served (by name, sorted);
+    `misnamed` are the names of `*.enc.yaml` files that are not `<environment>.enc.yaml`
+    with a valid environment (SPEC §4), so they are not."""
+
+    environments: tuple[str, ...]
+    misnamed: tuple[str, ...]
+
+
+def list_files(names: list[str]) -> Listing:
+    environments, misnamed = [], []
+    for name in names:
+        environment = environment_of(name)
+        if environment is not None:
+            environments.append(environment)
+        elif name.endswith(SUFFIX):
+            misnamed.append(name)
+    return Listing(tuple(sorted(environments)), tuple(sorted(misnamed)))
+
+
 class Tree(Protocol):
     def served(self) -> Snapshot: ...
     def at_version(self, version: str) -> Snapshot: ...
     def blob(self, snapshot: Snapshot, environment: str) -> tuple[str, bytes | None] | None: ...
-    def environments(self, snapshot: Snapshot) -> list[str]: ...
+    def listing(self, snapshot: Snapshot) -> Listing: ...
 
 
 class SecretStore:
@@ -110,7 +131,8 @@ class SecretStore:
 
     def document(self, snapshot: Snapshot, environment: str) -> dict[str, Value]:
         """The decrypted document; NotFound when the environment has no file there,
-        DecryptFailed when sops cannot decrypt it."""
+        FileRefused when the file is not served (SPEC §4), DecryptFailed when sops cannot
+        decrypt it."""
         found = self.tree.blob(snapshot, environment)
         if found is None:
             raise NotFound(f"environment {environment!r} not found")
@@ -124,7 +146,11 @@ class SecretStore:
         return self.decryptor.document(content_id, load)
 
     def environments(self, snapshot: Snapshot) -> list[str]:
-        return self.tree.environments(snapshot)
+        """The environments with a file in the tree (files with other names are left out)."""
+        return list(self.tree.listing(snapshot).environments)
+
+    def listing(self, snapshot: Snapshot) -> Listing:
+        return self.tree.listing(snapshot)
 
 
 def open_tree(secrets_dir: Path, ref: str) -> Tree:
@@ -157,6 +183,8 @@ class DiskTree:
         raise BadRequest("version: the secrets are not in a Git repository")
 
     def blob(self, snapshot: Snapshot, environment: str) -> tuple[str, bytes | None] | None:
+        """(hash, bytes) of the environment's file; None when it has none. FileRefused for
+        a file too large to read."""
         path = os.path.join(self.directory, f"{environment}{SUFFIX}")
         try:
             st = os.stat(path)
@@ -164,17 +192,21 @@ class DiskTree:
             known = self._files.get(path)
             if known is not None and known[0] == stamp:
                 return known[1], known[2]
+            if st.st_size > MAX_FILE_BYTES:
+                raise FileRefused(FILE_TOO_LARGE)
             with open(path, "rb") as f:
-                data = f.read()
+                data = f.read(MAX_FILE_BYTES + 1)  # it may have grown since the stat
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return None
+        if len(data) > MAX_FILE_BYTES:
+            raise FileRefused(FILE_TOO_LARGE)
         content_id = "sha256:" + hashlib.sha256(data).hexdigest()
         if time.time() - st.st_ctime > RACY_SECONDS:
             self._files.put(path, (stamp, content_id, data))
         return content_id, data
 
-    def environments(self, snapshot: Snapshot) -> list[str]:
-        return sorted(p.name[: -len(SUFFIX)] for p in self.directory.glob(f"*{SUFFIX}"))
+    def listing(self, snapshot: Snapshot) -> Listing:
+        return list_files([p.name for p in self.directory.glob(f"*{SUFFIX}") if p.is_file()])
 
 
 class GitTree:
@@ -195,9 +227,10 @@ class GitTree:
         self._last: tuple[str, Snapshot] | None = None  # (ref's object id, its snapshot)
         self._snapshots: Memo[str, Snapshot] = Memo()
         self._blob_ids: Memo[tuple[str, str], str | None] = Memo()
+        self._blob_sizes: Memo[str, int] = Memo()
         self._versions: Memo[tuple[str, str], str | None] = Memo()
         self._reachable: Memo[tuple[str, str], bool] = Memo()
-        self._environments: Memo[str, list[str]] = Memo(256)
+        self._listings: Memo[str, Listing] = Memo(256)
 
     # -- the served ref ---------------------------------------------------------------
     def served(self) -> Snapshot:
@@ -306,32 +339,40 @@ class GitTree:
             name = f"{snapshot.version}:{self.file_path(environment)}"
             with self._lock:  # one `git cat-file` round trip: "<commit>:<path>" names the blob
                 try:
-                    object_id, kind, _ = self.repo.git.get_object_header(name)
+                    object_id, kind, size = self.repo.git.get_object_header(name)
                 except (ValueError, OSError):
-                    object_id, kind = None, None
+                    object_id, kind, size = None, None, 0
             blob_id = _text(object_id) if kind is not None and _text(kind) == "blob" else None
+            if blob_id is not None:
+                self._blob_sizes.put(blob_id, int(size))
             self._blob_ids.put(key, blob_id)
         return None if blob_id is None else (blob_id, None)
 
     def blob_data(self, blob_id: str) -> bytes:
+        """The blob's bytes; FileRefused for one too large to read (its size is known
+        from its header, so nothing of it is read)."""
         with self._lock:
             try:
+                size = self._blob_sizes.get(blob_id)
+                if size is None:
+                    size = self.repo.odb.info(bytes.fromhex(blob_id)).size
+                if size > MAX_FILE_BYTES:
+                    raise FileRefused(FILE_TOO_LARGE)
                 return self.repo.odb.stream(bytes.fromhex(blob_id)).read()
             except (gitdb.exc.BadObject, ValueError):
                 raise NotFound("environment not found") from None
 
-    def environments(self, snapshot: Snapshot) -> list[str]:
+    def listing(self, snapshot: Snapshot) -> Listing:
         version = snapshot.version or ""
-        known = self._environments.get(version)
+        known = self._listings.get(version)
         if known is not None:
-            return list(known)
+            return known
         with self._lock:
             tree = self.repo.commit(snapshot.version).tree
             if self.subdir:
                 try:
                     tree = tree / self.subdir
                 except KeyError:
-                    return []
-            names = sorted(b.name[: -len(SUFFIX)] for b in tree.blobs if b.name.endswith(SUFFIX))
-        self._environments.put(version, names)
-        return list(names)
+                    return Listing((), ())
+            found = list_files([b.name for b in tree.blobs])
+        return self._listings.put(version, found)

@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import math
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from broker import history
-from broker.history import HistoryError, KeyChange
+from broker.errors import FileRefused
+from broker.history import HistoryError, KeyChange, SkippedVersion
 from broker.scope import is_environment, is_key
+from broker.secrets_files import load_yaml
 from broker.sops import flatten
 from cli.gitops_sops import Sops, nested, sops_binary
 
@@ -116,6 +119,15 @@ def open_checkout(repo: Path, sops_bin: str | None = None) -> Checkout:
     return Checkout(top, lines[1], Sops(top, sops_bin or sops_binary()))
 
 
+@contextmanager
+def served(rel: str, where: str = "") -> Iterator[None]:
+    """FileRefused (a file the broker does not serve, SPEC §4) as a GitOpsError naming it."""
+    try:
+        yield
+    except FileRefused as exc:
+        raise GitOpsError(f"{rel}{where}: {exc.reason}; the broker does not serve it") from None
+
+
 def check_names(environment: str, key: str | None = None) -> None:
     """GitOpsError unless the names are valid (SPEC §4)."""
     if not is_environment(environment):
@@ -190,7 +202,10 @@ def rollback_key(
     sha = checkout.resolve(revision)
     rel = checkout.rel_path(environment)
     old_blob = history.file_log(checkout.git_dir, sha, rel).blob
-    old = history.blob_leaves(checkout.git_dir, [old_blob]).get(old_blob or "", {})
+    old = {}
+    if old_blob is not None:
+        with served(rel, f" at {sha[:12]}"):
+            old = history.readable_leaves(checkout.git_dir, old_blob)
     current = _work_tree_leaves(checkout, environment) or {}
     message = f"{environment}: roll back {key} to {sha[:12]}"
     if key not in old and key not in current:
@@ -256,17 +271,24 @@ def _differs(a: Any, b: Any) -> bool:
 # -- reading ------------------------------------------------------------------------------------
 
 
-def key_versions(checkout: Checkout, environment: str, key: str) -> list[KeyChange]:
-    """Every commit that changed `key` at HEAD, newest first (SPEC §6's history)."""
+def key_versions(
+    checkout: Checkout, environment: str, key: str
+) -> tuple[list[KeyChange], list[SkippedVersion]]:
+    """Every commit that changed `key` at HEAD, newest first (SPEC §6's history), and the
+    commits whose version of the file was skipped (not served, SPEC §4)."""
     check_names(environment, key)
     head = checkout.head()
     rel = checkout.rel_path(environment)
-    if not history.file_log(checkout.git_dir, head, rel).changes:
+    log = history.file_log(checkout.git_dir, head, rel)
+    if not log.changes:
         raise GitOpsError(f"environment {environment!r} has no file {rel} in the history of HEAD")
-    versions = history.key_history(checkout.git_dir, head, rel, key)
+    with served(rel):
+        if log.blob is not None:
+            history.readable_leaves(checkout.git_dir, log.blob)
+        versions = history.key_history(checkout.git_dir, head, rel, key)
     if not versions:
         raise GitOpsError(f"key {key!r} not found in the history of {rel}")
-    return versions
+    return versions, history.skipped_versions(checkout.git_dir, head, rel)
 
 
 def key_listing(checkout: Checkout, environment: str) -> list[tuple[str, KeyChange | None]]:
@@ -274,7 +296,8 @@ def key_listing(checkout: Checkout, environment: str) -> list[tuple[str, KeyChan
     check_names(environment)
     head = checkout.head()
     rel = checkout.rel_path(environment)
-    keys = history.current_keys(checkout.git_dir, head, rel)
+    with served(rel):
+        keys = history.current_keys(checkout.git_dir, head, rel)
     if keys is None:
         raise GitOpsError(f"environment {environment!r} has no file {rel} at HEAD")
     changes = history.last_changes(checkout.git_dir, head, rel)
@@ -291,9 +314,11 @@ def has_uncommitted_changes(checkout: Checkout, environment: str) -> bool:
 
 def _work_tree_leaves(checkout: Checkout, environment: str) -> dict[str, Any] | None:
     try:
-        return history.ciphertext_leaves(checkout.path(environment).read_bytes())
+        data = checkout.path(environment).read_bytes()
     except FileNotFoundError:
         return None
+    with served(checkout.rel_path(environment)):
+        return history.ciphertext_leaves(data)
 
 
 def _blob_bytes(checkout: Checkout, blob: str) -> bytes:
@@ -354,7 +379,7 @@ def _remove_key(checkout: Checkout, rel: str, key: str) -> None:
 
 def _is_empty_mapping(path: Path, segments: list[str]) -> bool:
     try:
-        node: Any = YAML(typ="safe").load(path.read_bytes())
+        node: Any = load_yaml(path.read_bytes())
     except (OSError, YAMLError):
         return False
     for segment in segments:

@@ -6,7 +6,9 @@ key and runs no sops, so it works in any CI. A problem names the file and, when 
 one, the key: a value that should be encrypted but is not an ENC[...] string (following
 the file's own unencrypted_suffix / encrypted_suffix / *_regex settings, as sops does), a
 file with no sops metadata or no MAC, or recipients other than those of the file's
-`.sops.yaml` creation rule (fixed by `sops updatekeys`). Files whose rules depend on
+`.sops.yaml` creation rule (fixed by `sops updatekeys`), or a file the broker would not
+serve (SPEC §4: YAML anchors or aliases, over 64 MiB, or a `secrets/*.enc.yaml` whose
+name is no environment's; such YAML is never parsed). Files whose rules depend on
 comments (encrypted_comment_regex, unencrypted_comment_regex) are checked for all but
 plaintext values. A MAC's correctness needs the key: `sops decrypt` checks that. Key
 names are never encrypted, so a key whose variable (SPEC §8) changes how a program starts
@@ -21,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from broker.secrets_files import MISNAMED, SUFFIX, environment_of, load_yaml, refusal
 from broker.sops import flatten
 from cli.run_variables import allow_hint, refused_keys
 
@@ -135,14 +137,19 @@ def check_file(top: Path, path: Path, allowed: Collection[str] = ()) -> list[Pro
         return [Problem(name, None, "no such file")]
     except OSError as exc:
         return [Problem(name, None, f"cannot be read ({exc.strerror})")]
-    try:
-        document = YAML(typ="safe").load(data)
-    except YAMLError:
-        return [Problem(name, None, "not valid YAML or JSON, so not a SOPS file")]
-    if not isinstance(document, Mapping):
-        return [Problem(name, None, "not a mapping of keys, so not a SOPS file")]
-    metadata = document.get("sops")
+    reason = refusal(data)
+    if reason is not None:
+        return [Problem(name, None, f"{reason}, so the broker does not serve it")]
     problems: list[Problem] = []
+    if _in_secrets_dir(top, path) and path.name.endswith(SUFFIX) and not environment_of(path.name):
+        problems.append(Problem(name, None, f"{MISNAMED}, so the broker does not serve it"))
+    try:
+        document = load_yaml(data)
+    except YAMLError:
+        return [*problems, Problem(name, None, "not valid YAML or JSON, so not a SOPS file")]
+    if not isinstance(document, Mapping):
+        return [*problems, Problem(name, None, "not a mapping of keys, so not a SOPS file")]
+    metadata = document.get("sops")
     if not isinstance(metadata, Mapping):
         problems.append(
             Problem(name, None, "no sops metadata: the file is not encrypted (sops encrypt -i)")
@@ -167,6 +174,10 @@ def check_file(top: Path, path: Path, allowed: Collection[str] = ()) -> list[Pro
         for refused in refused_keys(flatten(body), allowed)
     )
     return problems
+
+
+def _in_secrets_dir(top: Path, path: Path) -> bool:
+    return path.resolve().parent == (top / SECRETS_DIR).resolve()
 
 
 def plaintext_keys(document: Mapping[Any, Any], rule: EncryptionRule) -> list[str]:
@@ -238,7 +249,7 @@ def find_config(start: Path) -> Path | None:
 def load_creation_rules(config: Path) -> list[Mapping[str, Any]]:
     """The creation rules of a `.sops.yaml`; ValueError naming the file if unusable."""
     try:
-        document = YAML(typ="safe").load(config.read_bytes())
+        document = load_yaml(config.read_bytes())
     except (OSError, YAMLError):
         raise ValueError(f"{config.name} cannot be read as YAML") from None
     rules = document.get("creation_rules") if isinstance(document, Mapping) else None

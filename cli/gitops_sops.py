@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from broker.secrets_files import refusal
+
 SOPS_TIMEOUT_SECONDS = 120
 # sops exit codes: 128 no master key could decrypt the data key, 51 a bad or missing MAC.
 _EXIT_NO_KEY = 128
@@ -92,7 +94,11 @@ class Sops:
         )
 
     def decrypt(self, data: bytes, rel_path: str) -> dict[str, Any]:
-        """The decrypted document of a SOPS YAML file given as bytes (a Git blob)."""
+        """The decrypted document of a SOPS YAML file given as bytes (a Git blob); a file the
+        broker would not serve (SPEC §4) is refused before sops sees it."""
+        reason = refusal(data)
+        if reason is not None:
+            raise SopsError(f"{rel_path}: {reason}; the broker does not serve it")
         out = self._run(
             ["decrypt", "--input-type", "yaml", "--output-type", "json", "/dev/stdin"],
             rel_path,

@@ -24,6 +24,7 @@ from cli.gitops import (
     Outcome,
     check_names,
     has_uncommitted_changes,
+    served,
     set_value,
 )
 
@@ -109,7 +110,8 @@ def plan_import(
     is in the work tree (what `secrets set` edits). Reads key names only: no key needed."""
     check_names(environment)
     rel = checkout.rel_path(environment)
-    existing = _existing_keys(checkout.path(environment))
+    with served(rel):
+        existing = _existing_keys(checkout.path(environment))
     conflicts = _collisions(candidates)
     added: list[Candidate] = []
     replaced: list[Candidate] = []

@@ -15,7 +15,7 @@ from broker.rotation import (
     at_least,
     count_by_status,
     most_urgent_first,
-    repository_report,
+    repository_check,
 )
 from broker.scope import is_environment
 from cli.errors import CliError
@@ -57,6 +57,8 @@ def check(
     """Report every key's age against the policy in .vanta.yaml, most urgent first.
 
     Works from Git history at HEAD by comparing ciphertext: no decryption key is needed.
+    Files the broker does not serve (YAML anchors or aliases, too large, or a name that is
+    no environment's) are skipped, each with a note on standard error.
 
     \b
       vanta-cli rotation check
@@ -66,9 +68,12 @@ def check(
     if environment is not None and not is_environment(environment):
         raise click.BadParameter("not an environment name", param_hint="--environment")
     try:
-        statuses = most_urgent_first(repository_report(repo, environment))
+        report = repository_check(repo, environment)
     except (RepositoryError, PolicyError) as exc:
         raise CliError(str(exc)) from None
+    for skipped in report.skipped:
+        click.echo(f"note: skipped {skipped.path}: {skipped.reason}", err=True)
+    statuses = most_urgent_first(report.statuses)
     if as_json:
         click.echo(json.dumps([s.to_json() for s in statuses], indent=2))
     else:

@@ -221,13 +221,21 @@ def history_command(environment: str, key: str, repo: Path, as_json: bool) -> No
       vanta-cli secrets history prod DATABASE_URL
     """
     checkout = open_checkout(repo)
-    versions = key_versions(checkout, environment, key)
+    versions, skipped = key_versions(checkout, environment, key)
+    for version in skipped:
+        click.echo(
+            f"note: skipped {version.commit[:12]} ({version.committed_at}): "
+            f"{checkout.rel_path(environment)} there is not served: {version.reason}",
+            err=True,
+        )
     if as_json:
-        body = {
+        body: dict[str, Any] = {
             "environment": environment,
             "key": key,
             "versions": [v.to_json() for v in versions],
         }
+        if skipped:
+            body["skipped"] = [v.to_json() for v in skipped]
         click.echo(json.dumps(body, indent=2))
         return
     table = [(v.commit[:12], v.committed_at, v.change, v.author, v.message) for v in versions]

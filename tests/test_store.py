@@ -176,7 +176,7 @@ def test_an_old_version_is_answered_from_memory_after_the_first_time(
 def test_environments_are_listed_from_the_commit(secrets_repo: SecretsRepo):
     tree = open_tree(secrets_repo.secrets_dir, "HEAD")
     secrets_repo.write("qa", {"A": "uncommitted"})
-    assert tree.environments(tree.served()) == ["dev", "prod"]
+    assert tree.listing(tree.served()).environments == ("dev", "prod")
 
 
 def test_a_disk_tree_sees_a_same_size_rewrite_at_once(tmp_path: Path):

@@ -3,6 +3,11 @@
 Each page shows what the signed-in token could read through the API and nothing more:
 keys and history need secrets:list, the audit explorer audit:read, and only environments
 and keys inside the token's scope appear. No page ever reads a secret value.
+
+Files the broker does not serve (SPEC §4) are skipped and said so: an environment whose
+file is refused gets a row saying why (its own page is the API's 503), a key's history
+lists the versions it skipped, and an all-environment token is told how many files have
+names that are no environment's (never the names: they may be anything).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from broker import history
 from broker import scope as names
 from broker.api import parts
 from broker.audit_export import AuditQuery
-from broker.errors import BadRequest, ScopeDenied
+from broker.errors import BadRequest, FileRefused, ScopeDenied
 from broker.rotation import KeyStatus, count_by_status
 from broker.rotation_api import rotation_report
 from broker.tokens import Claims
@@ -35,28 +40,36 @@ def index() -> Any:
     store = parts().store
     snapshot = store.served()
     rows = None
+    misnamed = 0
     if claims.has("secrets:list"):
+        listing = store.listing(snapshot)
         rows = [
             _environment_row(claims, snapshot, name)
-            for name in store.environments(snapshot)
+            for name in listing.environments
             if claims.scope.covers_environment(name)
         ]
-    return render_template("ui/index.html", rows=rows, snapshot=snapshot)
+        if claims.scope.environment == names.ALL:
+            misnamed = len(listing.misnamed)
+    return render_template("ui/index.html", rows=rows, snapshot=snapshot, misnamed=misnamed)
 
 
 @dataclass(frozen=True)
 class EnvironmentRow:
     name: str
-    keys: int
+    keys: int | None
     due: int | None
     overdue: int | None
+    refused: str | None = None  # why its file is not served (SPEC §4)
 
 
 def _environment_row(claims: Claims, snapshot: Any, environment: str) -> EnvironmentRow:
-    statuses = _visible_statuses(claims, snapshot, environment)
-    if statuses is None:  # outside Git: no history, so no rotation status
-        keys = _visible_keys(claims, snapshot, environment)
-        return EnvironmentRow(environment, len(keys), None, None)
+    try:
+        statuses = _visible_statuses(claims, snapshot, environment)
+        if statuses is None:  # outside Git: no history, so no rotation status
+            keys = _visible_keys(claims, snapshot, environment)
+            return EnvironmentRow(environment, len(keys), None, None)
+    except FileRefused as exc:
+        return EnvironmentRow(environment, None, None, None, refused=exc.reason)
     counts = count_by_status(statuses)
     return EnvironmentRow(environment, len(statuses), counts["due"], counts["overdue"])
 
@@ -111,14 +124,15 @@ def key_page(environment: str, key: str) -> str:
     store = parts().store
     snapshot = store.served()
     # NotFound for a key that never existed; [] outside Git, where there is no history.
-    versions = history.history_for_store(store, snapshot, environment, key)
+    answer = history.history_answer(store, snapshot, environment, key)
     statuses = _visible_statuses(claims, snapshot, environment) or []
     current = next((s for s in statuses if s.key == key), None)
     return render_template(
         "ui/key.html",
         environment=environment,
         key=key,
-        versions=versions,
+        versions=answer["versions"],
+        skipped=answer.get("skipped", []),
         status=current,
     )
 
