@@ -364,10 +364,14 @@ def _private_parent() -> str | None:
     return runtime if runtime and os.path.isdir(runtime) else None
 
 
+# The power to mint: the issuer token, and the signing keys that make tokens offline.
+MINTING_VARIABLES = frozenset({"VANTA_TOKEN", "VANTA_JWT_SECRET_KEY", "VANTA_JWT_SECRET_KEYS"})
+
+
 def child_environment() -> dict[str, str]:
-    """The CLI's environment less the issuer token: the command gets its secrets, not the
-    power to mint more."""
-    return {k: v for k, v in os.environ.items() if k != "VANTA_TOKEN"}
+    """The CLI's environment less the issuer token and signing keys: the command gets its
+    secrets, not the power to mint more."""
+    return {k: v for k, v in os.environ.items() if k not in MINTING_VARIABLES}
 
 
 def _subject() -> str:
