@@ -253,10 +253,13 @@ DUMP_ENV = "import json, os, sys; json.dump(dict(os.environ), sys.stdout)"
 
 def test_env_injects_every_matching_key_and_keeps_the_rest(broker, proxy):
     issuer = broker.token(environment="dev", permissions=ISSUER)
-    env = cli_env(VANTA_BROKER_URL=proxy.url, VANTA_TOKEN=issuer, KEEP_ME="still here")
+    keys = {"VANTA_JWT_SECRET_KEY": SIGNING_KEY, "VANTA_JWT_SECRET_KEYS": f"k1:{SIGNING_KEY}"}
+    env = cli_env(VANTA_BROKER_URL=proxy.url, VANTA_TOKEN=issuer, KEEP_ME="still here", **keys)
     proc = run(rws("dev", "*", python(DUMP_ENV), masking=False), env)
     assert proc.returncode == 0, proc.stderr
     child = json.loads(proc.stdout)
+    # the power to mint stays with the CLI: the issuer token and the signing keys
+    assert not {"VANTA_TOKEN", "VANTA_JWT_SECRET_KEY", "VANTA_JWT_SECRET_KEYS"} & set(child)
     assert child["DATABASE_URL"] == DEV_SECRETS["DATABASE_URL"]
     assert child["API_KEYS_OPENAI"] == "sk-test-openai"
     assert child["API_KEYS_STRIPE"] == "sk_test_stripe"
