@@ -9,8 +9,9 @@ STAMP := $(VENV)/.test
 .PHONY: run test bench lint clean system-deps screenshots node-deps test-node
 
 # Test-only system packages from Debian: redis-server (several-broker tests), chromium and
-# chromium-driver (the dashboard tests drive a real headless browser).
-SYSTEM_DEPS := redis-server chromium chromium-driver
+# chromium-driver (the dashboard tests drive a real headless browser), curl and jq (the
+# README's tour, which tests/test_readme_tour.py runs).
+SYSTEM_DEPS := redis-server chromium chromium-driver curl jq
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Two stamps: `make run` needs only the package; `make test` adds the test extras.
