@@ -63,7 +63,10 @@ test-node: $(STAMP) system-deps $(NODE_SDK)/node_modules/.installed
 screenshots: $(STAMP) system-deps
 	VANTA_SCREENSHOTS_DIR=docs/screenshots $(BIN)/python -m pytest -q tests/test_ui.py
 
+# wrk (Debian's package) drives the servers the benchmark measures.
 bench: $(STAMP)
+	@command -v wrk >/dev/null || { echo "installing wrk (apt)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 	$(BIN)/python bench/run.py
 
 lint: $(STAMP)

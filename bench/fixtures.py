@@ -227,6 +227,68 @@ class Broker:
             self.process.wait()
 
 
+@dataclass
+class Served:
+    """A plain WSGI app on gunicorn's sync worker (the anchor, the seed design)."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_sync_app(
+    target: str, path: str, workers: int = 2, extra_env: dict[str, str] | None = None
+) -> Served:
+    """`gunicorn --worker-class sync` serving `target` ("module:app" in this directory) and
+    answering 200 at `path` before returning."""
+    port = free_port()
+    gunicorn = Path(sys.executable).parent / "gunicorn"
+    process = subprocess.Popen(
+        [
+            str(gunicorn),
+            "--worker-class",
+            "sync",
+            "--workers",
+            str(workers),
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--chdir",
+            str(Path(__file__).resolve().parent),
+            "--log-level",
+            "warning",
+            target,
+        ],
+        env={**os.environ, **(extra_env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    served = Served(port, process)
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"gunicorn serving {target} exited")
+        try:
+            with urllib.request.urlopen(f"{served.url}{path}", timeout=5) as answer:
+                if answer.status == 200:
+                    return served
+        except OSError:
+            pass
+        time.sleep(0.05)
+    served.stop()
+    raise RuntimeError(f"gunicorn serving {target} did not start in time")
+
+
 def broker_command() -> list[str]:
     script = Path(sys.executable).parent / "vanta-broker"
     if script.exists():

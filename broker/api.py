@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
@@ -21,6 +22,7 @@ from broker.errors import (
     UsageExhausted,
 )
 from broker.history import history_for_store
+from broker.responses import BrokerResponse
 from broker.scope import ALL, environment_contains, pattern_contains, pattern_matches
 from broker.store import Snapshot
 from broker.tokens import Claims, MintRequest, mint, mint_answer
@@ -36,11 +38,14 @@ def parts():  # the wired components, set by create_app
     return current_app.extensions["vanta"]
 
 
+_JSON = [("Content-Type", "application/json")]
+_SECRET_JSON = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
+
+
 def json_response(body: Any, status: int = 200, secret: bool = False) -> Response:
-    response = Response(orjson.dumps(body), status=status, mimetype="application/json")
-    if secret:
-        response.headers["Cache-Control"] = "no-store"
-    return response
+    return BrokerResponse(
+        orjson.dumps(body), status=status, headers=_SECRET_JSON if secret else _JSON
+    )
 
 
 def audited(event: str, query: tuple[str, ...] | None = ()):  # type: ignore[no-untyped-def]
@@ -74,23 +79,55 @@ def audit(**fields: Any) -> None:
 def authenticate(permission: str | None) -> Claims:
     """The caller's verified claims; 401 for any token fault, 403 if revoked or lacking
     `permission`."""
-    header = request.headers.get("Authorization", "")
+    return _authenticate(permission, parts(), g._get_current_object())  # type: ignore[attr-defined]
+
+
+def _authenticate(permission: str | None, wired: Any, ctx: Any) -> Claims:
+    header = request.environ.get("HTTP_AUTHORIZATION", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
         raise TokenInvalid()
-    claims = parts().tokens.verify(token.strip())  # tokens.verify, remembered per worker
-    audit(jti=claims.jti, subject=claims.subject)
-    g.claims = claims
-    limits = parts().limits
+    claims: Claims = wired.tokens.verify(token)  # tokens.verify, remembered per worker
+    record = ctx.audit
+    record["jti"] = claims.jti
+    record["subject"] = claims.subject
+    ctx.claims = claims
+    limits = wired.limits
     if limits is not None:
         retry_after = limits.hit_token(claims.jti)
         if retry_after is not None:
             raise RateLimited(retry_after)
-    if parts().state.is_revoked(claims.jti):
+    if wired.state.is_revoked(claims.jti):
         raise TokenRevoked()
-    if permission is not None and not claims.has(permission):
+    if permission is not None and permission not in claims.scope.permissions:
         raise PermissionDenied(f"the token lacks {permission}")
     return claims
+
+
+def authorize_key(environment: str, key: str, permission: str) -> tuple[Claims, Any]:
+    """The checks before one key is read or its history shown: names recorded for the
+    audit, the token verified and holding `permission`, environment and key inside its
+    scope. Returns the claims and the wired parts."""
+    wired = parts()
+    ctx = g._get_current_object()  # type: ignore[attr-defined]
+    record = ctx.audit
+    valid_environment = names.is_environment(environment)
+    valid_key = names.is_key(key)
+    if valid_environment:  # before authentication: a denied request says what it wanted
+        record["environment"] = environment
+        if valid_key:
+            record["key"] = key
+    claims = _authenticate(permission, wired, ctx)
+    if not valid_environment:
+        names.check_environment(environment)
+    if not claims.scope.covers_environment(environment):
+        raise ScopeDenied("the environment is outside the token's scope")
+    if not valid_key:
+        names.check_key(key)
+    if not claims.scope.covers_key(key):
+        raise ScopeDenied("the key is outside the token's pattern")
+    return claims, wired
 
 
 TOKEN_ENDPOINTS = frozenset(
@@ -165,6 +202,12 @@ def read_json_object() -> dict[str, Any]:
 @audited("token.generate")
 def generate_token() -> Response:
     issuer = authenticate("tokens:issue")
+    if issuer.usage_limit is not None:
+        raise PermissionDenied(
+            "a token with a usage limit cannot mint: its tokens would escape the limit"
+        )
+    if time.time() >= issuer.expires_at:  # reads allow a leeway past exp; minting none
+        raise TokenInvalid()
     config = parts().config
     wanted = MintRequest.from_json(read_json_object(), config.max_ttl_minutes)
     audit(environment=wanted.scope.environment)
@@ -197,19 +240,16 @@ def generate_token() -> Response:
 @audited("secret.read", query=("version",))
 def read_secret(environment: str, key: str) -> Response:
     reject_reserved(environment)
-    note_target(environment, key)
-    claims = authenticate("secrets:read")
-    check_environment_scope(claims, environment)
-    names.check_key(key)
-    audit(key=key)
-    if not claims.scope.covers_key(key):
-        raise ScopeDenied("the key is outside the token's pattern")
-    snapshot = snapshot_for(request.args.get("version"))
-    audit(version=snapshot.version)
-    document = parts().store.document(snapshot, environment)
+    claims, wired = authorize_key(environment, key, "secrets:read")
+    store = wired.store
+    version = request.args.get("version") if request.environ.get("QUERY_STRING") else None
+    snapshot = store.served() if version is None else store.at_version(version)
+    g.audit["version"] = snapshot.version
+    document = store.document(snapshot, environment)
     if key not in document:
         raise NotFound(f"key {key!r} not found")
-    count_use(claims)
+    if claims.usage_limit is not None:
+        count_use(claims)
     body = {
         "environment": environment,
         "key": key,
@@ -281,13 +321,7 @@ def batch_read(environment: str) -> Response:
 @api.get("/history/<environment>/<path:key>")
 @audited("secret.history")
 def key_history(environment: str, key: str) -> Response:
-    note_target(environment, key)
-    claims = authenticate("secrets:list")
-    check_environment_scope(claims, environment)
-    names.check_key(key)
-    audit(key=key)
-    if not claims.scope.covers_key(key):
-        raise ScopeDenied("the key is outside the token's pattern")
+    authorize_key(environment, key, "secrets:list")
     snapshot = snapshot_for(None)
     audit(version=snapshot.version)
     versions = history_for_store(parts().store, snapshot, environment, key)

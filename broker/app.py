@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import itertools
 import logging
 import os
 import subprocess
@@ -15,7 +16,6 @@ import orjson
 from flask import Flask, Request, Response, current_app, g, request
 from limits.storage import Storage
 from werkzeug.exceptions import HTTPException
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 from broker.admin_api import admin
 from broker.api import api, check_query, json_response
@@ -33,10 +33,11 @@ from broker.errors import (
 )
 from broker.metrics import Metrics
 from broker.openapi import openapi
+from broker.proxies import TrustedProxies
 from broker.ratelimit import RateLimits, SqliteLimitStorage, parse_rate
 from broker.remote import Poller, RemoteMirror, RemoteTree
+from broker.responses import BrokerFlask, BrokerResponse
 from broker.rotation_api import rotation_api
-from broker.serving import CLIENT_CERT_KEY
 from broker.sops import Decryptor
 from broker.store import SecretStore
 from broker.sync_api import note_sync, sync
@@ -56,6 +57,10 @@ _HTTP_CODES = {
     413: "payload_too_large",
 }
 _UNAUDITED = ("/api/v1/openapi.json",)
+# WSGI environ key under which the server hands over the verified client certificate's
+# subject (RFC 4514, "CN=billing,O=Acme"), whichever server it is.
+CLIENT_CERT_KEY = "vanta.client_cert"
+HSTS = "max-age=31536000"  # a year: browsers (the dashboard) keep to HTTPS once they saw it
 
 
 @dataclass
@@ -83,7 +88,7 @@ def create_app(
     """Build the broker. Components may be passed in (tests); otherwise built from config.
     `background` starts the Git remote poller (when configured); `access_log` logs a line
     per request."""
-    app = Flask("vanta-broker")
+    app = BrokerFlask("vanta-broker")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.url_map.merge_slashes = False  # '//' is a 404, not an HTML redirect
     metrics = Metrics()
@@ -124,9 +129,9 @@ def create_app(
     app.config["VANTA_ACCESS_LOG"] = access_log
     if config.trusted_proxies:
         # The client address is the one N trusted proxies put in X-Forwarded-For.
-        app.wsgi_app = ProxyFix(
-            app.wsgi_app, x_for=config.trusted_proxies, x_proto=config.trusted_proxies
-        )  # type: ignore[method-assign]
+        app.wsgi_app = TrustedProxies(  # type: ignore[method-assign]
+            app.wsgi_app, config.trusted_proxies, config.trusted_proxy_networks
+        )
     if mirror is not None:
         _start_following(parts, background)
     app.register_blueprint(openapi)
@@ -155,7 +160,7 @@ def _metrics() -> Response:
         if not hmac.compare_digest(given, b"Bearer " + expected.reveal().encode()):
             raise TokenInvalid()
     body, content_type = parts.metrics.render()
-    return Response(body, content_type=content_type)
+    return BrokerResponse(body, content_type=content_type)
 
 
 def _readyz() -> Response:
@@ -263,7 +268,7 @@ def error_response(
         **(extra or {}),
         "request_id": getattr(g, "request_id", None),
     }
-    return Response(orjson.dumps(body), status=status, mimetype="application/json")
+    return BrokerResponse(orjson.dumps(body), status=status, mimetype="application/json")
 
 
 def _api_error(exc: ApiError) -> Response:
@@ -299,16 +304,37 @@ def _unexpected_error(exc: Exception) -> Response:
 _UNTHROTTLED = ("/healthz", "/readyz")
 
 
+class _RequestIds:
+    """Request ids: 64 random bits per process, then a counter (unique, and no system call
+    per request; a forked worker draws its own random part)."""
+
+    def __init__(self) -> None:
+        self._reseed()
+        os.register_at_fork(after_in_child=self._reseed)
+
+    def _reseed(self) -> None:
+        self._prefix = os.urandom(8).hex()
+        self._counter = itertools.count(int.from_bytes(os.urandom(4), "big"))
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter) & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
+_request_ids = _RequestIds()
+
+
 def _begin() -> None:
-    # The request and g are bound once: each use of Flask's proxies is a context lookup.
+    # The request, g and the app are bound once: each use of Flask's proxies is a lookup.
     req: Request = request._get_current_object()  # type: ignore[attr-defined]
     ctx = g._get_current_object()  # type: ignore[attr-defined]
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    ctx.request_id = os.urandom(16).hex()
+    ctx.request_id = _request_ids.next()
     ctx.started = time.perf_counter()
-    view = app.view_functions.get(req.endpoint or "")
+    rule = req.url_rule
+    view = app.view_functions.get(rule.endpoint) if rule is not None else None
     ctx.audit = {"event": getattr(view, "audit_event", "request")}
-    if (req.content_length or 0) > MAX_BODY_BYTES:
+    environ = req.environ
+    if environ.get("CONTENT_LENGTH") and (req.content_length or 0) > MAX_BODY_BYTES:
         raise PayloadTooLarge()  # also where no route reads a body
     path = req.path
     limits = app.extensions["vanta"].limits
@@ -316,17 +342,14 @@ def _begin() -> None:
         retry_after = limits.throttled(req.remote_addr or "-")
         if retry_after is not None:
             raise RateLimited(retry_after)
-    if (
-        req.method in ("HEAD", "OPTIONS")
-        and path.startswith("/api/")
-        and req.routing_exception is None
-    ):
+    if req.method in ("HEAD", "OPTIONS") and path.startswith("/api/") and rule is not None:
         # Flask answers these implicitly; a HEAD would count a use and leave no value.
-        allowed = sorted((req.url_rule.methods or set()) - {"HEAD", "OPTIONS"})
+        allowed = sorted((rule.methods or set()) - {"HEAD", "OPTIONS"})
         raise MethodNotAllowed(allow=tuple(allowed))
-    allowed_query = getattr(view, "query_params", None)
-    if allowed_query is not None and req.args:
-        check_query(allowed_query)
+    if environ.get("QUERY_STRING"):
+        allowed_query = getattr(view, "query_params", None)
+        if allowed_query is not None:
+            check_query(allowed_query)
 
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -335,8 +358,10 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 def _finish(response: Response) -> Response:
     req: Request = request._get_current_object()  # type: ignore[attr-defined]
     ctx = g._get_current_object()  # type: ignore[attr-defined]
-    parts: Parts = current_app.extensions["vanta"]
-    if response.status_code == 401 and parts.limits is not None:
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    parts: Parts = app.extensions["vanta"]
+    status = response.status_code
+    if status == 401 and parts.limits is not None:
         try:
             parts.limits.note_auth_failure(req.remote_addr or "-")
         except StateUnavailable:
@@ -344,63 +369,56 @@ def _finish(response: Response) -> Response:
     path = req.path
     if path.startswith("/api/") and path not in _UNAUDITED:
         response = _write_audit(response, req, ctx, parts)
+        status = response.status_code
     request_id = ctx.get("request_id", "")
     headers = response.headers
-    headers["X-Request-Id"] = request_id
-    headers["Server"] = "vanta-broker"  # whichever server runs, it names no framework
+    headers.add("X-Request-Id", request_id)
+    headers.add("Server", "vanta-broker")  # whichever server runs, it names no framework
+    if req.environ.get("wsgi.url_scheme") == "https":
+        headers.add("Strict-Transport-Security", HSTS)
     rule = req.url_rule.rule if req.url_rule else None
     elapsed = time.perf_counter() - ctx.get("started", time.perf_counter())
-    _count(parts.metrics, rule, req.method, response.status_code, elapsed, ctx)
-    if not current_app.config["VANTA_ACCESS_LOG"]:
-        return response
-    claims = ctx.get("claims")
-    log.info(
-        "%s %s %d %.1fms request_id=%s jti=%s",
-        req.method,
-        rule or "-",
-        response.status_code,
-        elapsed * 1000,
-        request_id,
-        claims.jti if claims else "-",
+    method = req.method
+    parts.metrics.count_request(
+        rule or "unmatched", method if method in _METHODS else "other", status, elapsed
     )
+    if status >= 400 and ctx.get("error_code") == "usage_exhausted":
+        parts.metrics.usage_exhausted.inc()
+    if app.config["VANTA_ACCESS_LOG"]:
+        claims = ctx.get("claims")
+        log.info(
+            "%s %s %d %.1fms request_id=%s jti=%s",
+            method,
+            rule or "-",
+            status,
+            elapsed * 1000,
+            request_id,
+            claims.jti if claims else "-",
+        )
     return response
 
 
-def _count(
-    metrics: Metrics, rule: str | None, method: str, status: int, elapsed: float, ctx: Any
-) -> None:
-    metrics.count_request(
-        rule or "unmatched", method if method in _METHODS else "other", status, elapsed
-    )
-    if ctx.get("error_code") == "usage_exhausted":
-        metrics.usage_exhausted.inc()
+_RECORD_FIELDS = ("jti", "subject", "environment", "key", "keys", "pattern", "version")
 
 
 def _write_audit(response: Response, req: Request, ctx: Any, parts: Parts) -> Response:
     """Append this request's audit record; if that fails, no answer but a 503 leaves."""
     fields: dict[str, Any] = ctx.get("audit") or {"event": "request"}
     status = response.status_code
-    record = {
-        "event": fields.get("event", "request"),
-        "request_id": ctx.get("request_id"),
-        "jti": fields.get("jti"),
-        "subject": fields.get("subject"),
-        "environment": fields.get("environment"),
-        "key": fields.get("key"),
-        "keys": fields.get("keys"),
-        "pattern": fields.get("pattern"),
-        "version": fields.get("version"),
-        "client_ip": req.remote_addr,
-        "client_cert": req.environ.get(CLIENT_CERT_KEY),
-        "outcome": "success"
-        if status < 400
-        else ("denied" if status in (401, 403, 409) else "error"),
-        "status": status,
-        "error": ctx.get("error_code") if status >= 400 else None,
-    }
+    record = dict.fromkeys(_RECORD_FIELDS)
     # Event-specific fields (minted_jti, revoked_jti, refused_commit, ...) ride along.
-    for name in fields.keys() - record.keys():
-        record[name] = fields[name]
+    record.update(fields)
+    record["event"] = fields.get("event", "request")
+    record["request_id"] = ctx.get("request_id")
+    record["client_ip"] = req.remote_addr
+    record["client_cert"] = req.environ.get(CLIENT_CERT_KEY)
+    record["status"] = status
+    if status < 400:
+        record["outcome"] = "success"
+        record["error"] = None
+    else:
+        record["outcome"] = "denied" if status in (401, 403, 409) else "error"
+        record["error"] = ctx.get("error_code")
     try:
         parts.audit.append(record)
     except AuditUnavailable as exc:

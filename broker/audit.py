@@ -95,6 +95,22 @@ def now_rfc3339_ms() -> str:
     return f"{_second_cache[1]}.{int((now - second) * 1000):03d}Z"
 
 
+_pid = os.getpid()
+
+
+def _note_fork() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_note_fork)
+
+
+def _current_pid() -> int:
+    """This process's id without a system call per record (updated in a forked child)."""
+    return _pid
+
+
 class AuditLog:
     """Appends chained records to one JSONL file, safely across threads and processes."""
 
@@ -116,7 +132,7 @@ class AuditLog:
             raise AuditUnavailable() from None
 
     def __del__(self) -> None:
-        if self._fd is not None and self._pid == os.getpid():
+        if self._fd is not None and self._pid == _current_pid():
             with contextlib.suppress(OSError):
                 os.close(self._fd)
 
@@ -124,14 +140,14 @@ class AuditLog:
         """This process's descriptor of the audit file: opened once, again after a fork,
         and again when `fresh` (the path names another file now: rotated, moved or
         removed by an operator), so no record goes to an unlinked inode."""
-        if self._fd is not None and self._pid == os.getpid() and not fresh:
+        if self._fd is not None and self._pid == _current_pid() and not fresh:
             return self._fd
         if self._fd is not None:
             os.close(self._fd)  # after a fork, the child's copy: the parent keeps its own
         self._fd = None
         # Read-write so the chain's tail can be read through the same descriptor.
         self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
-        self._pid = os.getpid()
+        self._pid = _current_pid()
         st = os.fstat(self._fd)
         self._file_id = (st.st_dev, st.st_ino)
         self._tail = None

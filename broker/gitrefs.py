@@ -60,20 +60,46 @@ class RefReader:
         self._paths: dict[str, str] = {}  # full ref name -> its loose file
         # loose file -> (its identity and timestamps, its content), for settled files only
         self._contents: dict[str, tuple[tuple[int, int, int, int, int], bytes]] = {}
+        # name -> (the settled loose files its last answer was read from, with their keys;
+        # that answer): while each file still has its key, the answer stands.
+        self._answers: dict[str, tuple[tuple[tuple[str, tuple[int, ...]], ...], str]] = {}
 
     def resolve(self, name: str) -> str | None:
         """The object id (hex) that `git rev-parse name` would start from, or None when the
         files do not say for certain. Never peels tags."""
+        remembered = self._answers.get(name)
+        if remembered is not None:
+            try:
+                if all(_file_key(os.stat(path)) == key for path, key in remembered[0]):
+                    return remembered[1]  # one stat a file on the way: nothing moved
+            except OSError:
+                pass
+            self._answers.pop(name, None)
         if not self.usable or not _SAFE_NAME.fullmatch(name) or ".." in name:
             return None
+        read: list[tuple[str, tuple[int, ...] | None]] = []  # this call's own: thread-safe
         for rule in DWIM_RULES:
-            found = self._lookup(rule.format(name), 0)
+            found = self._lookup(rule.format(name), 0, read)
             if found is not MISSING:
+                self._remember(name, found, read)  # type: ignore[arg-type]
                 return found  # type: ignore[return-value]
         return None
 
-    def _lookup(self, full_name: str, depth: int) -> str | None | _Missing:
-        raw = self._read_loose(full_name)
+    def _remember(
+        self, name: str, found: str | None, read: list[tuple[str, tuple[int, ...] | None]]
+    ) -> None:
+        """Keep an answer that came from settled loose files only (no packed-refs, no
+        lookup that missed a file): re-checking those files alone then proves it."""
+        if found is None or not read or any(key is None for _, key in read):
+            return
+        if len(self._answers) >= MAX_REMEMBERED_PATHS:
+            self._answers.clear()
+        self._answers[name] = (tuple(read), found)  # type: ignore[arg-type]
+
+    def _lookup(
+        self, full_name: str, depth: int, read: list[tuple[str, tuple[int, ...] | None]]
+    ) -> str | None | _Missing:
+        raw = self._read_loose(full_name, read)
         if raw is None:
             sha = self._packed_refs().get(full_name)
             return MISSING if sha is None else sha
@@ -81,12 +107,14 @@ class RefReader:
             target = raw[4:].strip().decode("utf-8", "replace")
             if depth >= MAX_SYMREF_DEPTH or not _SAFE_NAME.fullmatch(target) or ".." in target:
                 return None
-            found = self._lookup(target, depth + 1)
+            found = self._lookup(target, depth + 1, read)
             return None if found is MISSING else found  # a dangling symref: let git say
         text = raw.strip()
         return text.decode() if _OBJECT_ID.fullmatch(text) else None
 
-    def _read_loose(self, full_name: str) -> bytes | None:
+    def _read_loose(
+        self, full_name: str, read: list[tuple[str, tuple[int, ...] | None]]
+    ) -> bytes | None:
         path = self._paths.get(full_name)
         if path is None:
             per_worktree = not full_name.startswith("refs/") or full_name.startswith(
@@ -98,10 +126,13 @@ class RefReader:
         try:
             st = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
+            read.append((path, None))  # a file that may appear later: never remembered
             return None
         remembered = self._contents.get(path)
         if remembered is not None and remembered[0] == _file_key(st):
+            read.append((path, remembered[0]))
             return remembered[1]  # one stat when the file has not changed
+        read.append((path, None))  # read now, settled or not: not remembered yet
         if not stat.S_ISREG(st.st_mode):
             return None  # refs/remotes/<name> is a directory of that remote's refs
         try:

@@ -1,9 +1,11 @@
 """Token state: usage counts, revocations and the scopes of minted tokens.
 
-One small interface, `TokenState`; `SqliteTokenState` keeps it in one SQLite file that
-every worker process shares. "Use one if any are left" is a single SQL statement, so
-a usage limit is exact under any concurrency. Failures raise StateUnavailable: the
-caller answers 503 and no secret leaves without its use counted.
+One small interface, `TokenState`; `SqliteTokenState` keeps it on one host, for every
+worker process of a broker: revocations and minted scopes in one SQLite file, usage
+counts in a memory-mapped table beside it (broker.usage_table) where "use one if any are
+left" is one step under a lock, so a usage limit is exact under any concurrency.
+Failures raise StateUnavailable: the caller answers 503 and no secret leaves without its
+use counted.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Protocol
 
 from broker.epochs import REVOCATIONS, SharedCounters, counters_path
 from broker.errors import StateUnavailable
+from broker.usage_table import Overflow, UsageTable, table_path
 
 RETENTION_SECONDS = 3600  # state outlives its token by an hour, then is pruned
 
@@ -98,6 +101,16 @@ class SqliteTokenState:
         except (sqlite3.Error, OSError):
             raise StateUnavailable() from None
         self.counters = SharedCounters(counters_path(path))
+        self._table = UsageTable(
+            table_path(path),
+            Overflow(
+                self._sql_use_one,
+                self._sql_give_back,
+                self._sql_used,
+                self._sql_holds,
+                self._sql_live,
+            ),
+        )
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection to the state file (others may share it)."""
@@ -113,15 +126,33 @@ class SqliteTokenState:
             raise StateUnavailable() from None
 
     def use_one(self, jti: str, limit: int, expires_at: int) -> bool:
+        return self._table.use_one(jti, limit, expires_at)
+
+    def give_back(self, jti: str) -> None:
+        self._table.give_back(jti)
+
+    def used(self, jti: str) -> int:
+        return self._table.used(jti)
+
+    # Counts the shared table has no room for (and those kept before it existed).
+    def _sql_use_one(self, jti: str, limit: int, expires_at: int) -> bool:
         self._maybe_prune()
         return self._execute(_USE_ONE, (jti, expires_at, limit)).rowcount == 1
 
-    def give_back(self, jti: str) -> None:
+    def _sql_give_back(self, jti: str) -> None:
         self._execute("UPDATE usage SET used = used - 1 WHERE jti = ? AND used > 0", (jti,))
 
-    def used(self, jti: str) -> int:
+    def _sql_used(self, jti: str) -> int:
         row = self._execute("SELECT used FROM usage WHERE jti = ?", (jti,)).fetchone()
         return row[0] if row else 0
+
+    def _sql_holds(self, jti: str) -> bool:
+        return self._execute("SELECT 1 FROM usage WHERE jti = ?", (jti,)).fetchone() is not None
+
+    def _sql_live(self) -> int:
+        cutoff = int(time.time()) - RETENTION_SECONDS
+        query = "SELECT count(*) FROM usage WHERE expires_at >= ?"
+        return int(self._execute(query, (cutoff,)).fetchone()[0])
 
     def is_revoked(self, jti: str) -> bool:
         seen = self.counters.read(REVOCATIONS)

@@ -5,10 +5,13 @@ from __future__ import annotations
 from dataclasses import replace
 
 import jwt
+import pytest
 import requests
 from conftest import bearer, make_token, minute_with_room, read_audit
 
 from broker.app import create_app
+from broker.config import Config, ConfigError
+from broker.proxies import parse_networks
 
 
 def jti_of(token: str) -> str:
@@ -80,6 +83,67 @@ def test_trusted_proxy_address_decides_who_is_throttled(config):
         "/api/v1/vault/dev/PORT", headers={"X-Forwarded-For": "203.0.113.7", **bearer(good)}
     )
     assert r.status_code == 429
+
+
+def test_a_peer_outside_the_trusted_networks_cannot_choose_its_address(config):
+    """The red team's case: with VANTA_TRUSTED_PROXIES=1, a client reaching the broker
+    directly put any address in X-Forwarded-For and was never throttled."""
+    client = create_app(replace(config, trusted_proxies=1)).test_client()
+    minute_with_room()
+    direct = {"REMOTE_ADDR": "192.0.2.50"}  # not in the default 127.0.0.0/8, ::1/128
+    for n in range(31):
+        forged = {"X-Forwarded-For": f"203.0.113.{n}", **bearer("junk")}
+        client.get("/api/v1/vault/dev/PORT", headers=forged, environ_base=direct)
+    good = make_token(config, environment="dev")
+    r = client.get(
+        "/api/v1/vault/dev/PORT",
+        headers={"X-Forwarded-For": "198.51.100.9", **bearer(good)},
+        environ_base=direct,
+    )
+    assert r.status_code == 429  # its own address, counted 31 times
+    assert read_audit(config)[-1]["client_ip"] == "192.0.2.50"
+
+
+@pytest.mark.parametrize(
+    "forwarded",
+    [
+        '1.2.3.4", "outcome":"success',
+        "not-an-address",
+        "1.2.3.4 5.6.7.8",
+        "",
+        "999.1.1.1",
+    ],
+)
+def test_a_forwarded_value_that_is_not_an_ip_address_is_ignored(config, forwarded):
+    client = create_app(replace(config, trusted_proxies=1)).test_client()
+    good = make_token(config, environment="dev")
+    r = client.get("/api/v1/vault/dev/PORT", headers={"X-Forwarded-For": forwarded, **bearer(good)})
+    assert r.status_code == 200
+    assert read_audit(config)[-1]["client_ip"] == "127.0.0.1"  # the peer's own
+
+
+def test_trusted_networks_are_configurable(config):
+    networks = parse_networks("10.0.0.0/8, 2001:db8::/32")
+    client = create_app(
+        replace(config, trusted_proxies=2, trusted_proxy_networks=networks)
+    ).test_client()
+    good = make_token(config, environment="dev")
+    hops = {"X-Forwarded-For": "198.51.100.7, 10.1.2.3", **bearer(good)}
+    client.get("/api/v1/vault/dev/PORT", headers=hops, environ_base={"REMOTE_ADDR": "10.9.9.9"})
+    assert read_audit(config)[-1]["client_ip"] == "198.51.100.7"
+    client.get("/api/v1/vault/dev/PORT", headers=hops)  # from 127.0.0.1: no longer trusted
+    assert read_audit(config)[-1]["client_ip"] == "127.0.0.1"
+
+
+def test_the_trusted_networks_setting_is_checked_at_start_up():
+    with pytest.raises(ConfigError, match="VANTA_TRUSTED_PROXY_NETWORKS: 'ten' is not a network"):
+        Config.from_env(
+            {
+                "VANTA_JWT_SECRET_KEY": "k" * 32,
+                "VANTA_SOPS_FILES_PATH": ".",
+                "VANTA_TRUSTED_PROXY_NETWORKS": "10.0.0.0/8,ten",
+            }
+        )
 
 
 def test_throttle_holds_across_worker_processes(running_broker, config):

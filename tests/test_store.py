@@ -245,3 +245,24 @@ def test_a_remembered_ref_rewritten_in_place_with_its_old_mtime_is_still_followe
         before.st_mtime_ns,
     )
     assert reader.resolve("HEAD") == first
+
+
+def test_a_remembered_answer_follows_head_to_another_branch_and_into_packed_refs(
+    secrets_repo: SecretsRepo,
+):
+    first = secrets_repo.commits[-1]
+    second = secrets_repo.write_and_commit("prod", {"API_KEY": "b"}, "secrets: b")
+    git(secrets_repo.path, "branch", "older", first)
+    git_dir = secrets_repo.path / ".git"
+    reader = RefReader(git_dir, git_dir, racy_seconds=RACY)
+    wait_settled(git_dir / "refs" / "heads" / "main", git_dir / "refs" / "heads" / "older")
+    for _ in range(3):  # read, settled and kept, then answered from what was kept
+        assert reader.resolve("HEAD") == second
+    git(secrets_repo.path, "symbolic-ref", "HEAD", "refs/heads/older")
+    assert reader.resolve("HEAD") == first
+    wait_settled(git_dir / "HEAD")
+    for _ in range(3):
+        assert reader.resolve("HEAD") == first
+    git(secrets_repo.path, "pack-refs", "--all", "--prune")  # the loose file goes
+    git(secrets_repo.path, "update-ref", "refs/heads/older", second)
+    assert reader.resolve("HEAD") == second

@@ -52,3 +52,38 @@ def test_plain_http_on_a_network_address_is_refused(config):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "--insecure-http" in lines[0] and "refusing plain HTTP" in lines[0]
+
+
+@pytest.mark.parametrize("server", ["granian", "gunicorn"])
+def test_https_answers_say_strict_transport_security_and_keep_tls_1_2(
+    config, tmp_path, pki, server
+):
+    import ssl
+    import urllib.request
+
+    args = ["--server", server, "--certfile", str(pki["cert"]), "--keyfile", str(pki["key"])]
+    tls = {"verify": str(pki["ca"])}
+    broker = start_broker(config, tmp_path, extra_args=args, scheme="https", health_kwargs=tls)
+    try:
+        token = make_token(config, environment="dev")
+        for path, headers in [("/healthz", {}), ("/api/v1/vault/dev/PORT", bearer(token))]:
+            r = requests.get(f"{broker.url}{path}", headers=headers, **tls)
+            assert r.status_code == 200
+            assert r.headers["Strict-Transport-Security"] == "max-age=31536000"
+        # A TLS 1.2-only client is served: the floor is 1.2, not granian's default 1.3.
+        context = ssl.create_default_context(cafile=str(pki["ca"]))
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+        with urllib.request.urlopen(f"{broker.url}/healthz", context=context) as answer:
+            assert answer.status == 200
+        context = ssl.create_default_context(cafile=str(pki["ca"]))
+        context.maximum_version = ssl.TLSVersion.TLSv1_1
+        context.minimum_version = ssl.TLSVersion.TLSv1
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"{broker.url}/healthz", context=context, timeout=10)
+    finally:
+        stop_broker(broker)
+
+
+def test_plain_http_answers_carry_no_strict_transport_security(running_broker):
+    r = requests.get(f"{running_broker.url}/healthz", timeout=10)
+    assert r.status_code == 200 and "Strict-Transport-Security" not in r.headers

@@ -6,9 +6,11 @@ import time
 
 import jwt
 import pytest
+import requests
 from conftest import SIGNING_KEY, bearer, make_token, read_audit
 
 from broker.config import Config, ConfigError
+from broker.scope import PERMISSIONS
 
 ISSUER_PERMS = ("secrets:read", "secrets:list", "tokens:issue")
 
@@ -272,3 +274,60 @@ def test_implicit_methods_on_api_routes_are_405_and_use_nothing(client, config, 
     r = client.open("/api/v1/vault/dev/PORT", method=method, headers=bearer(token))
     assert r.status_code == 405
     assert client.get("/api/v1/vault/dev/PORT", headers=bearer(token)).status_code == 200
+
+
+# -- issuers whose children would escape their bounds -------------------------------------
+
+
+def _mint(url: str, issuer: str) -> requests.Response:
+    body = {"subject": "child", "environment": "dev", "key_pattern": "*"}
+    return requests.post(
+        f"{url}/api/v1/vault/tokens/generate", json=body, headers=bearer(issuer), timeout=30
+    )
+
+
+def test_an_issuer_with_a_usage_limit_cannot_mint(running_broker, config):
+    """The red team's case: a 1-use issuer, its use spent, minted unlimited children."""
+    issuer = make_token(config, usage_limit=1)
+    r = _mint(running_broker.url, issuer)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "permission_denied"
+    assert "usage limit" in r.json()["error"]["message"]
+    assert "access_token" not in r.text
+    record = read_audit(config)[-1]
+    assert record["event"] == "token.generate" and record["outcome"] == "denied"
+    assert "minted_jti" not in record
+
+
+def test_an_issuer_past_its_expiry_cannot_mint_inside_the_read_leeway(running_broker, config):
+    now = int(time.time())
+    claims = {
+        "iss": config.jwt_issuer,
+        "aud": config.jwt_audience,
+        "sub": "ops",
+        "iat": now - 120,
+        "nbf": now - 120,
+        "exp": now - 5,  # expired 5 s ago: still inside the 30 s leeway reads allow
+        "jti": "expired-issuer-0123456789abcdef",
+        "scope": {"environment": "*", "key_pattern": "*", "permissions": list(PERMISSIONS)},
+    }
+    issuer = jwt.encode(claims, SIGNING_KEY, algorithm="HS256")
+    read = requests.get(
+        f"{running_broker.url}/api/v1/vault/dev/PORT", headers=bearer(issuer), timeout=30
+    )
+    assert read.status_code == 200  # the leeway holds for reads
+    r = _mint(running_broker.url, issuer)
+    assert r.status_code == 401 and r.json()["error"]["code"] == "token_invalid"
+    assert "access_token" not in r.text
+
+
+def test_an_unlimited_issuer_still_mints_limited_children(running_broker, config):
+    r = requests.post(
+        f"{running_broker.url}/api/v1/vault/tokens/generate",
+        json={"subject": "c", "environment": "dev", "key_pattern": "*", "usage_limit": 1},
+        headers=bearer(make_token(config)),
+        timeout=30,
+    )
+    assert r.status_code == 201
+    child = r.json()["access_token"]
+    r = _mint(running_broker.url, child)  # and that child cannot mint in its turn
+    assert r.status_code == 403

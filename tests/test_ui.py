@@ -18,9 +18,11 @@ import pytest
 import requests
 from conftest import (
     RunningBroker,
+    bearer,
     git,
     make_secrets_repo,
     make_token,
+    minute_with_room,
     start_broker,
     stop_broker,
 )
@@ -636,3 +638,36 @@ def test_secrets_outside_git_are_listed_without_history(config, tmp_path, ui_con
     assert client.get("/ui/env/dev/keys/NOPE").status_code == 404
     for page in (index, environment, key.text):
         assert_no_secret(page)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [("get", "/ui/"), ("post", "/ui/login"), ("get", "/ui/env/prod")]
+)
+def test_a_throttled_dashboard_request_is_429_not_a_500(config, tmp_path, method, path):
+    """The red team saw 500 and a traceback: the throttle answers before the dashboard's
+    own set-up ran, and its error page needed that set-up."""
+    broker = start_broker(config, tmp_path, extra_env={"VANTA_AUTH_FAILURES_PER_MINUTE": "2"})
+    try:
+        minute_with_room()
+        for _ in range(3):
+            r = requests.get(f"{broker.url}/api/v1/vault/dev/PORT", headers=bearer("x"))
+            assert r.status_code == 401
+        r = requests.request(method, f"{broker.url}{path}", data={"token": "t"}, timeout=30)
+        assert r.status_code == 429 and "Retry-After" in r.headers
+        assert r.headers["X-Frame-Options"] == "DENY"
+    finally:
+        stop_broker(broker)
+    assert "Traceback" not in broker.log() and "AttributeError" not in broker.log()
+
+
+def test_an_oversized_sign_in_is_413_not_a_500(config, tmp_path):
+    broker = start_broker(config, tmp_path)
+    try:
+        r = requests.post(
+            f"{broker.url}/ui/login", data={"token": "a" * (1024 * 1024 + 10)}, timeout=30
+        )
+        assert r.status_code == 413
+        assert r.headers.get("Server", "vanta-broker") == "vanta-broker"
+    finally:
+        stop_broker(broker)
+    assert "Traceback" not in broker.log() and "AttributeError" not in broker.log()

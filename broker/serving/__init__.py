@@ -11,10 +11,6 @@ from broker.config import Config
 
 SERVERS = ("granian", "gunicorn")
 
-# WSGI environ key under which a server hands over the verified client certificate's
-# subject (RFC 4514, "CN=billing,O=Acme"): the app records it, whichever server set it.
-CLIENT_CERT_KEY = "vanta.client_cert"
-
 
 @dataclass(frozen=True)
 class ServeOptions:

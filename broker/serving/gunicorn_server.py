@@ -18,10 +18,12 @@ from typing import Any
 
 from gunicorn import http as gunicorn_http
 from gunicorn import sock as gunicorn_sock
+from gunicorn import util as gunicorn_util
 from gunicorn.workers.gthread import ThreadWorker
 
+from broker.app import CLIENT_CERT_KEY
 from broker.config import Config
-from broker.serving import CLIENT_CERT_KEY, ServeOptions, load_app
+from broker.serving import ServeOptions, load_app
 
 # A client gets this long to finish its TLS handshake and send a whole request.
 HEAD_TIMEOUT_SECONDS = 10.0
@@ -228,6 +230,26 @@ class PatientWorker(ThreadWorker):
             self._drop(conn)
 
 
+_ERROR_CODES = {413: "payload_too_large", 500: "internal_error"}
+
+
+def write_error(sock: Any, status: int, reason: str, message: str) -> None:
+    """What gunicorn answers a request it cannot parse, in the broker's error shape. Its
+    own page quotes the offending header or request line back, which may hold a token:
+    this one says only that the request was malformed."""
+    code = _ERROR_CODES.get(status, "bad_request" if status < 500 else "internal_error")
+    text = "internal error" if status >= 500 else "malformed request"
+    body = b'{"error":{"code":"%s","message":"%s"},"request_id":null}' % (
+        code.encode(),
+        text.encode(),
+    )
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nServer: vanta-broker\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    gunicorn_util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
 def _log_filter(record: logging.LogRecord) -> bool:
     """Drop the arbiter's empty "Listening at:" line (with reuse_port it holds no socket; the
     when_ready hook says where the workers listen), and keep gunicorn from logging the text
@@ -257,6 +279,7 @@ def serve(config: Config, options: ServeOptions) -> None:
     from gunicorn.app.base import BaseApplication
 
     gunicorn.http.wsgi.SERVER = "vanta-broker"  # name no framework or version
+    gunicorn_util.write_error = write_error  # and quote nothing of a malformed request
     logging.getLogger("gunicorn.error").addFilter(_log_filter)
     tls: dict[str, Any] = {}
     if options.certfile:

@@ -121,11 +121,14 @@ def _set_cookie(response: Response, name: str, value: str, max_age: int | None) 
 
 @ui.context_processor
 def _page_context() -> dict[str, Any]:
+    # A request refused before the dashboard's own set-up ran (throttled, too large) has
+    # no browser id or session yet: its error page still renders, without a form.
     session: Session | None = g.get("ui_session")
+    browser_id = g.get("browser_id")
     return {
         "session": session,
         "claims": session.claims if session else None,
-        "csrf_token": sealer().csrf_token(g.browser_id),
+        "csrf_token": sealer().csrf_token(browser_id) if browser_id else "",
         "expires_in": _expires_in(session.claims) if session else None,
     }
 
