@@ -166,6 +166,15 @@ def test_generate_with_an_expired_issuer_says_it_expired_and_when(broker):
     assert "VANTA_TOKEN expired at " in proc.stderr and "(1m 3" in proc.stderr
 
 
+def test_generate_inside_the_read_leeway_says_minting_stops_at_exp(broker):
+    issuer = expired_token(seconds_ago=5, permissions=ISSUER)
+    proc = cli(broker, "token", "generate", "--subject", "s", "--environment", "dev",
+               "--key-pattern", "*", token=issuer)  # fmt: skip
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.startswith("error: 401 token_invalid: ")
+    assert "reads are still allowed for 30 s after expiry, minting is not" in proc.stderr
+
+
 def test_a_refused_issuer_inside_the_read_leeway_is_told_minting_stops_at_exp():
     """The broker refuses minting from `exp` on (SPEC: whatever leeway reads allow), while
     reads go on for 30 s: the message says which."""
