@@ -51,7 +51,7 @@ Examples:
     is_flag=True,
     help="Print the value without a newline after it (for a file that must hold it exactly).",
 )
-@token_options("the token to read with (secrets:read)")
+@token_options("the reader token (secrets:read)")
 @click.option(
     "--broker-url",
     envvar="VANTA_BROKER_URL",

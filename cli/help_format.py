@@ -42,9 +42,15 @@ class VantaContext(click.Context):
     formatter_class = WholeWordsFormatter
 
 
-def use_whole_words(command: click.Command) -> None:
-    """Give `command` and every command under it the whole-words help formatter."""
+HELP_OPTIONS = ["-h", "--help"]
+
+
+def apply_help_style(command: click.Command) -> None:
+    """Give `command` and every command under it the whole-words help formatter and `-h`
+    (also when a command is invoked on its own, as tests do: Click keeps the help option
+    a command first made)."""
     command.context_class = VantaContext
+    command.context_settings.setdefault("help_option_names", HELP_OPTIONS)
     if isinstance(command, click.Group):
         for sub in command.commands.values():
-            use_whole_words(sub)
+            apply_help_style(sub)

@@ -7,7 +7,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import click
 
-from cli.help_format import VantaContext, use_whole_words
+from cli.help_format import HELP_OPTIONS, VantaContext, apply_help_style
 
 # (module, attribute): each module defines one Click command or group. Imported eagerly:
 # a command that cannot load is an error, never a command that silently vanished.
@@ -53,7 +53,7 @@ class AliasedGroup(click.Group):
                 formatter.write_dl(rows)
 
 
-@click.group(cls=AliasedGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=AliasedGroup, context_settings={"help_option_names": HELP_OPTIONS})
 @click.version_option(
     _version(), "--version", prog_name="vanta-cli", message="%(prog)s %(version)s"
 )
@@ -78,7 +78,7 @@ def cli() -> None:
 
 for _module, _attr in _COMMANDS:
     cli.add_command(getattr(importlib.import_module(_module), _attr))
-use_whole_words(cli)
+apply_help_style(cli)
 
 
 def main() -> None:

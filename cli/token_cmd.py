@@ -106,7 +106,7 @@ Examples:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON answer exactly.")
 @_broker_url
-@token_options("the issuer's token (with tokens:issue)")
+@token_options("the issuer token (tokens:issue)")
 def generate(
     subject: str,
     environment: str,
@@ -140,9 +140,9 @@ def generate(
         permissions=permissions or None,
     )
     source = TokenSource("VANTA_TOKEN", None) if offline else chosen_token(token, token_file)
+    issuer = None
     try:
         if offline:
-            _note_unknown_environment(environment, None)
             minted = mint_offline(request, os.environ)
         else:
             if source.token is None:
@@ -150,22 +150,25 @@ def generate(
                     "no issuer token: set VANTA_TOKEN or give --token-file FILE "
                     "(or sign locally with --offline)"
                 )
-            client = VaultClient(broker_url, source.token, cache_ttl=0)
-            _note_unknown_environment(environment, client)
-            minted = client.generate_token(request)
+            issuer = VaultClient(broker_url, source.token, cache_ttl=0)
+            minted = issuer.generate_token(request)
     except BadRequest as exc:
         raise CliError(with_flags(str(exc))) from None
     except VaultError as exc:
         raise CliError(explain(exc, source, minting=True)) from None
+    _note_unknown_environment(environment, issuer)
     click.echo(minted.answer_json if as_json else describe(minted))
 
 
 def _note_unknown_environment(environment: str, issuer: VaultClient | None) -> None:
-    """Say on stderr when `environment` does not exist: per the broker when the issuer may
-    list it (a list uses no read), else per the checkout in the current directory."""
+    """Say on stderr when `environment` does not exist. The checkout in the current
+    directory answers first; when it lacks the environment, or there is none, the broker
+    is asked with the issuer (a key list, which uses no read), when the issuer may list."""
     if environment == "*":
         return
     known = checkout_environments()
+    if known is not None and environment in known.names:
+        return
     served = None
     if issuer is not None:
         try:
@@ -369,7 +372,7 @@ Examples:
     help="Revoke the token itself (VANTA_TOKEN, or --token-file) instead of a jti.",
 )
 @_broker_url
-@token_options("the token to use (for a JTI: an issuer with tokens:issue)")
+@token_options("the token to use (for a JTI, an issuer with tokens:issue)")
 def revoke(
     jti: str | None,
     revoke_self: bool,

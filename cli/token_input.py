@@ -41,21 +41,20 @@ def read_token_file(path: str) -> str:
 
 def token_options(what: str) -> Callable[[F], F]:
     """`--token` and `--token-file` for a command that uses VANTA_TOKEN by default; `what`
-    says what the token is for (in the help)."""
+    names the token (`the reader token (secrets:read)`), for the help."""
 
     def decorate(command: F) -> F:
         command = click.option(
             "--token-file",
             type=click.Path(exists=True, dir_okay=False, allow_dash=True),
-            help=f"Read {what} from this file, or from standard input for '-', instead of "
-            "VANTA_TOKEN.",
+            help=f"Read {what} from FILE ('-': standard input) instead of VANTA_TOKEN.",
         )(command)
         return click.option(
             "--token",
             "token",
             metavar="TOKEN",
-            help=f"{what[0].upper()}{what[1:]} itself, instead of VANTA_TOKEN (other local "
-            "users can see it in the process list: prefer --token-file).",
+            help=f"{what[0].upper()}{what[1:]} on the command line, instead of VANTA_TOKEN "
+            "(other local users can see it with ps: prefer --token-file).",
         )(command)
 
     return decorate
