@@ -1,5 +1,7 @@
 # Vanta Vault: `make run` starts the broker on the demo secrets; `make test` runs the suite.
 PYTHON ?= python3
+# `make run PORT=8300` (or VANTA_PORT=8300 make run) serves on another port.
+PORT ?= $(or $(VANTA_PORT),8200)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.test
@@ -7,23 +9,28 @@ STAMP := $(VENV)/.test
 .PHONY: run test bench lint clean system-deps screenshots node-deps test-node
 
 # Test-only system packages from Debian: redis-server (several-broker tests), chromium and
-# chromium-driver (the dashboard tests drive a real headless browser).
-SYSTEM_DEPS := redis-server chromium chromium-driver
+# chromium-driver (the dashboard tests drive a real headless browser), curl and jq (the
+# README's tour, which tests/test_readme_tour.py runs).
+SYSTEM_DEPS := redis-server chromium chromium-driver curl jq
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Two stamps: `make run` needs only the package; `make test` adds the test extras.
+# An editable install always has setuptools print an "Editable installation" notice (not
+# a problem: a reminder that the checkout's folders are imported); only it is silenced.
+EDITABLE_NOTICE := PYTHONWARNINGS="ignore:Editable installation"
+
 $(VENV)/.base: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e .
+	$(EDITABLE_NOTICE) $(BIN)/python -m pip install --quiet -e .
 	touch $@
 
 $(STAMP): $(VENV)/.base
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(EDITABLE_NOTICE) $(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
 run: $(VENV)/.base
-	@$(BIN)/python scripts/dev_run.py
+	@VANTA_PORT='$(PORT)' $(BIN)/python scripts/dev_run.py
 
 system-deps:
 	@missing=""; for p in $(SYSTEM_DEPS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

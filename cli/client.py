@@ -1,4 +1,4 @@
-"""The broker's HTTP client and Python SDK (SPEC §12): typed results, one exception class
+"""The broker's HTTP client and Python SDK: typed results, one exception class
 per broker error code, a cache, retries and a circuit breaker. Thread-safe.
 
 `vanta-cli` uses it, and services import it::
@@ -227,6 +227,14 @@ class VaultClient:
         response = self._send("POST", "/api/v1/vault/tokens/generate", json=request.to_json())
         return MintedToken.from_answer(_json(response), response.text)
 
+    def revoke(self, jti: str) -> str:
+        """Revoke the token with this jti (this client's token needs tokens:issue and a scope
+        containing it): from the next request on, the broker answers it 403 token_revoked.
+        Returns the jti. Never cached."""
+        return _json(self._send("POST", "/api/v1/vault/tokens/revoke", json={"jti": jti}))[
+            "revoked"
+        ]
+
     def revoke_self(self) -> str:
         """Revoke this client's own token: from the next request on, the broker answers it
         403 token_revoked. Returns its jti. Never cached."""
@@ -334,7 +342,7 @@ class VaultClient:
         ]
 
     def list(self, environment: str, pattern: str = "*") -> _KeyNames:
-        """SPEC §12 shape of `list_keys`: just the names."""
+        """`list_keys`, just the names."""
         return list(self.list_keys(environment, pattern).keys)
 
     # -- the transport ----------------------------------------------------------------------

@@ -22,10 +22,10 @@ from ruamel.yaml.error import YAMLError
 from broker import history
 from broker.errors import FileRefused
 from broker.history import HistoryError, KeyChange, SkippedVersion
-from broker.scope import is_environment, is_key
 from broker.secrets_files import load_yaml
 from broker.sops import flatten
 from cli.gitops_sops import Sops, nested, sops_binary
+from cli.names import KnownEnvironments, environment_problem, environments_in, key_problem
 
 SECRETS_DIR = "secrets"
 SUFFIX = ".enc.yaml"
@@ -129,15 +129,10 @@ def served(rel: str, where: str = "") -> Iterator[None]:
 
 
 def check_names(environment: str, key: str | None = None) -> None:
-    """GitOpsError unless the names are valid (SPEC §4)."""
-    if not is_environment(environment):
-        raise GitOpsError(
-            f"not an environment name: {environment!r} (^[a-z0-9][a-z0-9_-]{{0,62}}$)"
-        )
-    if key is not None and not is_key(key):
-        raise GitOpsError(
-            f"not a key: {key!r} ('/'-separated segments of [A-Za-z0-9_.-], at most 256)"
-        )
+    """GitOpsError unless the names are valid (SPEC §4), saying the rule in words."""
+    problem = environment_problem(environment) or (key_problem(key) if key is not None else None)
+    if problem is not None:
+        raise GitOpsError(problem)
 
 
 def typed_value(text: str, value_type: str) -> Any:
@@ -168,14 +163,38 @@ def typed_value(text: str, value_type: str) -> Any:
 # -- changes ------------------------------------------------------------------------------------
 
 
-def set_value(checkout: Checkout, environment: str, key: str, value: Any, commit: bool) -> Outcome:
-    """Give `key` the value (creating the environment's file under `.sops.yaml` if new)."""
+def set_value(
+    checkout: Checkout,
+    environment: str,
+    key: str,
+    value: Any,
+    commit: bool,
+    create: bool = False,
+) -> Outcome:
+    """Give `key` the value. A new environment's file is created under `.sops.yaml` only
+    with `create` (else GitOpsError listing the environments there are: a typo must not
+    start a new environment)."""
     check_names(environment, key)
     rel = checkout.rel_path(environment)
+    require_environment(checkout, environment, create)
     if commit:
         _require_unchanged(checkout, rel)
     _write_value(checkout, environment, key, value)
     return _finish(checkout, rel, f"{environment}: set {key}", commit)
+
+
+def require_environment(checkout: Checkout, environment: str, create: bool) -> None:
+    """GitOpsError, listing the environments there are, when `environment` has no file and
+    `create` is not given."""
+    check_names(environment)
+    if create or checkout.path(environment).exists():
+        return
+    rel = checkout.rel_path(environment)
+    known = environments_in(checkout.top) or KnownEnvironments(checkout.top, ())
+    raise GitOpsError(
+        f"environment {environment!r} does not exist (no {rel}; {known.note_for(environment)})"
+        ": to start a new environment, pass --create"
+    )
 
 
 def unset_value(checkout: Checkout, environment: str, key: str, commit: bool) -> Outcome:

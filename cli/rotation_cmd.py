@@ -17,8 +17,8 @@ from broker.rotation import (
     most_urgent_first,
     repository_check,
 )
-from broker.scope import is_environment
 from cli.errors import CliError
+from cli.names import check_option, environment_problem
 
 WEBHOOK_TIMEOUT_SECONDS = 10
 _COLOURS = {"overdue": "red", "due": "yellow", "ok": "green"}
@@ -26,7 +26,7 @@ _COLOURS = {"overdue": "red", "due": "yellow", "ok": "green"}
 
 @click.group()
 def rotation() -> None:
-    """Rotation reminders: how long since each secret last changed (SPEC §15)."""
+    """Rotation reminders: how long since each secret last changed."""
 
 
 @rotation.command("check")
@@ -65,8 +65,8 @@ def check(
       vanta-cli rotation check --environment prod --fail-on overdue
       vanta-cli rotation check --json --notify "$SLACK_WEBHOOK_URL"
     """
-    if environment is not None and not is_environment(environment):
-        raise click.BadParameter("not an environment name", param_hint="--environment")
+    if environment is not None:
+        check_option(environment_problem(environment), "--environment")
     try:
         report = repository_check(repo, environment)
     except (RepositoryError, PolicyError) as exc:

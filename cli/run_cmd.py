@@ -6,15 +6,17 @@ from __future__ import annotations
 import getpass
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import click
 
 from cli.client import DEFAULT_BROKER_URL, VaultError
 from cli.errors import CliError
+from cli.names import check_option, environment_problem, pattern_problem
+from cli.project_defaults import FILE_NAME, DefaultsError, load_defaults
 from cli.run_fetch import Readers, fetch_pattern, fetch_references
 from cli.run_fifo import FifoInjection
+from cli.run_formats import FORMATS
 from cli.run_guard import GuardError, make_undumpable
 from cli.run_inject import EnvInjection, FileInjection, Injection, InjectionError
 from cli.run_mask import MIN_MASKED_LENGTH, mask_plan
@@ -31,12 +33,18 @@ from cli.run_secrets import (
 )
 from cli.run_template import TemplateError, fallbacks, load_templates, template_variables
 from cli.runner import ChildIO, InheritIO, signal_relay
+from cli.token_input import read_token_file
 
 EXAMPLES = """\b
 Examples:
   # mint a one-use reader from VANTA_TOKEN, inject dev's DATABASE_* as env vars
   vanta-cli run-with-secrets --environment dev --key-pattern 'DATABASE_*' \\
       -- python manage.py migrate
+
+\b
+  # `run` is the same command; .vanta.yaml in this directory or above may hold
+  #   defaults: {environment: dev, key_pattern: "*"}
+  vanta-cli run -- npm start
 
 \b
   # a template: app.env holds lines like DATABASE_URL=secretref://prod/DATABASE_URL
@@ -52,8 +60,9 @@ Examples:
       -- python app.py
 
 \b
-  # the same through a named pipe that can be read once, never written to disk
+  # the same through a named pipe that can be read once, never written to disk; as JSON
   vanta-cli run-with-secrets --env-file app.env --inject-as fifo -- python app.py
+  vanta-cli run --inject-as file --format json -- sh -c 'jq . "$VANTA_SECRETS_FILE"'
 
 \b
   # an interactive program keeps its terminal (its output is then not masked)
@@ -61,7 +70,8 @@ Examples:
 
 \b
   # read with a token you already hold (VANTA_TOKEN is not used), from a file or from
-  # standard input: a token on the command line is visible to every local user (ps)
+  # standard input: a token on the command line is visible to every local user (ps).
+  # A VANTA_TOKEN that cannot mint (no tokens:issue) is used as the reader itself.
   vanta-cli run-with-secrets --environment dev --key-pattern '*' --token-file reader.jwt -- env
   pass show ci/reader | vanta-cli run-with-secrets --env-file app.env --token-file - \\
       -- python app.py
@@ -77,10 +87,15 @@ Examples:
     epilog=EXAMPLES,
     context_settings={"allow_interspersed_args": False},
 )
-@click.option("--environment", help="The environment to read --key-pattern from.")
+@click.option(
+    "--environment",
+    help=f"The environment to read --key-pattern from (default: {FILE_NAME}'s "
+    "defaults.environment).",
+)
 @click.option(
     "--key-pattern",
-    help="Glob over key names ('*' any run, '?' one character); every match is injected.",
+    help="Glob over key names ('*' any run, '?' one character); every match is injected "
+    f"(default: {FILE_NAME}'s defaults.key_pattern).",
 )
 @click.option(
     "--env-file",
@@ -98,8 +113,15 @@ Examples:
     default="env",
     show_default=True,
     help="env: one variable per key (API_KEYS/openai -> API_KEYS_OPENAI). "
-    "file: a 0600 dotenv file at $VANTA_SECRETS_FILE, removed when the command ends. "
+    "file: a 0600 file at $VANTA_SECRETS_FILE (--format), removed when the command ends. "
     "fifo: the same text through a 0600 named pipe, never written to disk.",
+)
+@click.option(
+    "--format",
+    "file_format",
+    type=click.Choice(FORMATS),
+    help='With --inject-as file or fifo: the text\'s format, NAME="value" lines (dotenv, '
+    "the default), a JSON object or a YAML mapping of the same names and values.",
 )
 @click.option(
     "--max-reads",
@@ -117,8 +139,9 @@ Examples:
     "--token",
     "reader_token",
     help="Read with this token (secrets:read and secrets:list). Without it, readers good "
-    "for 5 minutes and just the reads needed are minted with VANTA_TOKEN as the issuer. "
-    "Other local users can see it in the process list: prefer --token-file.",
+    "for 5 minutes and just the reads needed are minted with VANTA_TOKEN as the issuer "
+    "(a VANTA_TOKEN that cannot mint is used as the reader itself). Other local users "
+    "can see it in the process list: prefer --token-file.",
 )
 @click.option(
     "--token-file",
@@ -149,6 +172,7 @@ def run_with_secrets(
     key_pattern: str | None,
     env_files: tuple[Path, ...],
     inject_as: str,
+    file_format: str | None,
     max_reads: int | None,
     masking: bool,
     reader_token: str | None,
@@ -158,7 +182,7 @@ def run_with_secrets(
     command: tuple[str, ...],
 ) -> None:
     """Run COMMAND with the secrets matching --key-pattern, or named by --env-file
-    templates, injected.
+    templates, injected. `vanta-cli run` is the same command.
 
     Every secret is fetched before COMMAND starts; if that fails, COMMAND never runs. Its
     stdout and stderr show <concealed by vanta> wherever an injected value would appear.
@@ -166,16 +190,26 @@ def run_with_secrets(
     command's (128+N if signal N killed it); COMMAND is killed if this command is
     killed. COMMAND is looked up on this command's PATH, never on one a key sets. Key
     names, never values, are reported on stderr.
+
+    Without --environment, --key-pattern or --env-file, the nearest .vanta.yaml (this
+    directory or above) gives them: `defaults: {environment: dev, key_pattern: "*"}`;
+    options given win, and with --env-file alone no default is used.
     """
-    _check_usage(environment, key_pattern, env_files, inject_as, max_reads)
+    environment, key_pattern = _with_defaults(environment, key_pattern, env_files)
+    _check_usage(environment, key_pattern, env_files, inject_as, file_format, max_reads)
     if token_file is not None and reader_token is not None:
         raise click.UsageError("give --token or --token-file, not both")
     try:
         make_undumpable()  # before any token is read, and long before the command starts
     except GuardError as exc:
         raise CliError(str(exc)) from None
+    token_name = "--token"
     if token_file is not None:
         reader_token = read_token_file(token_file)
+        shown = "standard input" if token_file == "-" else token_file
+        token_name = f"the token of --token-file {shown}"
+    elif reader_token is not None and not reader_token.strip():
+        raise CliError("--token is empty")
     executable = _find_command(command[0])
     try:
         templates = load_templates(env_files)
@@ -183,7 +217,14 @@ def run_with_secrets(
         raise CliError(str(exc)) from None
     for warning in templates.warnings:
         click.echo(f"vanta: warning: {warning}", err=True)
-    readers = Readers(broker_url, reader_token, _subject())
+    issuer = (os.environ.get("VANTA_TOKEN") or "").strip() or None
+    readers = Readers(broker_url, reader_token, _subject(), issuer, token_name)
+    if readers.reading_with_issuer:
+        click.echo(
+            "vanta: VANTA_TOKEN cannot mint readers (no tokens:issue, or a usage limit): "
+            "reading with it directly",
+            err=True,
+        )
     pattern_vars: tuple[InjectedVar, ...] = ()
     at = ""
     try:
@@ -200,8 +241,13 @@ def run_with_secrets(
         variables = combine(pattern_vars, template_variables(templates.variables, values))
         for note in fallbacks(templates.variables, values):
             click.echo(f"vanta: {note}", err=True)
-        injection = _injection(inject_as, variables, max_reads)
-    except (VaultError, ReferenceFailed, NameClash, RefusedVariable, InjectionError) as exc:
+        injection = _injection(inject_as, variables, max_reads, file_format or "dotenv")
+    except VaultError as exc:
+        raise CliError(readers.explain(exc)) from None
+    except ReferenceFailed as exc:
+        explained = readers.explain(exc.error)
+        raise CliError(str(exc).replace(str(exc.error), explained, 1)) from None
+    except (NameClash, RefusedVariable, InjectionError) as exc:
         raise CliError(str(exc)) from None
     io = _child_io(variables) if masking else InheritIO()
     try:
@@ -223,25 +269,6 @@ def run_with_secrets(
     ctx.exit(status)
 
 
-def read_token_file(path: str) -> str:
-    """The one token in `path` ('-': standard input), surrounding whitespace dropped.
-    Raises CliError (never showing the content) when there is not exactly one."""
-    shown = "standard input" if path == "-" else path
-    try:
-        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
-        text = data.decode("utf-8")
-    except OSError as exc:
-        raise CliError(f"--token-file {shown}: cannot read it: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise CliError(f"--token-file {shown}: not UTF-8 text") from None
-    token = text.strip()
-    if not token:
-        raise CliError(f"--token-file {shown}: holds no token")
-    if any(c.isspace() for c in token):
-        raise CliError(f"--token-file {shown}: holds more than one token (one line expected)")
-    return token
-
-
 def _find_command(name: str) -> str:
     """Where the command `name` is, found on the CLI's own PATH, never on the one the
     command may get from a key (a name with a slash is used as it is). Exit 127 if none."""
@@ -253,29 +280,69 @@ def _find_command(name: str) -> str:
     return found
 
 
+def _with_defaults(
+    environment: str | None, key_pattern: str | None, env_files: tuple[Path, ...]
+) -> tuple[str | None, str | None]:
+    """--environment and --key-pattern, completed from .vanta.yaml's defaults (unless only
+    templates were asked for); says on stderr what came from the file."""
+    if env_files and environment is None and key_pattern is None:
+        return None, None
+    if environment is not None and key_pattern is not None:
+        return environment, key_pattern
+    try:
+        defaults = load_defaults()
+    except DefaultsError as exc:
+        raise CliError(str(exc)) from None
+    taken = []
+    if environment is None and defaults.environment is not None:
+        environment = defaults.environment
+        taken.append(f"environment {environment}")
+    if key_pattern is None and defaults.key_pattern is not None:
+        key_pattern = defaults.key_pattern
+        taken.append(f"key pattern {key_pattern}")
+    if taken:
+        click.echo(f"vanta: {' and '.join(taken)} from {defaults.source}", err=True)
+    return environment, key_pattern
+
+
 def _check_usage(
     environment: str | None,
     key_pattern: str | None,
     env_files: tuple[Path, ...],
     inject_as: str,
+    file_format: str | None,
     max_reads: int | None,
 ) -> None:
     """Option combinations Click cannot express; a UsageError exits 2."""
     if (environment is None) != (key_pattern is None):
-        raise click.UsageError("--environment and --key-pattern go together")
+        missing = "--key-pattern" if key_pattern is None else "--environment"
+        raise click.UsageError(
+            f"--environment and --key-pattern go together: give {missing} too "
+            f"(or name it in {FILE_NAME}: defaults: key_pattern / environment)"
+        )
     if environment is None and not env_files:
-        raise click.UsageError("give --environment and --key-pattern, or --env-file")
+        raise click.UsageError(
+            "give --environment and --key-pattern, or --env-file (or name defaults in "
+            f'{FILE_NAME}: defaults: {{environment: dev, key_pattern: "*"}})'
+        )
+    if environment is not None and key_pattern is not None:
+        check_option(environment_problem(environment), "--environment")
+        check_option(pattern_problem(key_pattern), "--key-pattern")
     if max_reads is not None and inject_as != "fifo":
         raise click.UsageError("--max-reads only goes with --inject-as fifo")
+    if file_format is not None and inject_as == "env":
+        raise click.UsageError("--format only goes with --inject-as file or fifo")
 
 
-def _injection(kind: str, variables: tuple[InjectedVar, ...], max_reads: int | None) -> Injection:
+def _injection(
+    kind: str, variables: tuple[InjectedVar, ...], max_reads: int | None, fmt: str
+) -> Injection:
     """The injection for `--inject-as kind`."""
     if kind == "env":
         return EnvInjection(variables)
     if kind == "file":
-        return FileInjection(variables, _private_parent())
-    return FifoInjection(variables, max_reads or 1, _private_parent())
+        return FileInjection(variables, _private_parent(), fmt)
+    return FifoInjection(variables, max_reads or 1, _private_parent(), fmt)
 
 
 def _child_io(variables: tuple[InjectedVar, ...]) -> ChildIO:
@@ -297,10 +364,14 @@ def _private_parent() -> str | None:
     return runtime if runtime and os.path.isdir(runtime) else None
 
 
+# The power to mint: the issuer token, and the signing keys that make tokens offline.
+MINTING_VARIABLES = frozenset({"VANTA_TOKEN", "VANTA_JWT_SECRET_KEY", "VANTA_JWT_SECRET_KEYS"})
+
+
 def child_environment() -> dict[str, str]:
-    """The CLI's environment less the issuer token: the command gets its secrets, not the
-    power to mint more."""
-    return {k: v for k, v in os.environ.items() if k != "VANTA_TOKEN"}
+    """The CLI's environment less the issuer token and signing keys: the command gets its
+    secrets, not the power to mint more."""
+    return {k: v for k, v in os.environ.items() if k not in MINTING_VARIABLES}
 
 
 def _subject() -> str:

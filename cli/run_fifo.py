@@ -1,4 +1,5 @@
-"""`--inject-as fifo`: the dotenv text served through a named pipe, never written to disk.
+"""`--inject-as fifo`: the secrets text (dotenv, JSON or YAML) served through a named pipe,
+never written to disk.
 
 The pipe (0600) sits in a private directory (0700) and VANTA_SECRETS_FILE names it. A
 thread opens it for writing, which blocks until a reader opens it; each such open is
@@ -18,8 +19,8 @@ import select
 import threading
 from pathlib import Path
 
-from cli.run_dotenv import render
-from cli.run_inject import SECRETS_FILE_NAME, SECRETS_FILE_VAR, InjectionError, PrivateDirectory
+from cli.run_formats import FILE_NAMES, render
+from cli.run_inject import FORMAT_NAMES, SECRETS_FILE_VAR, InjectionError, PrivateDirectory
 from cli.run_secrets import InjectedVar
 
 FIFO_MODE = 0o600
@@ -27,19 +28,27 @@ NEXT_NAME = ".next"  # where the next reader's FIFO is made before it is renamed
 
 
 class FifoInjection:
-    """A named pipe at VANTA_SECRETS_FILE that gives the dotenv text `max_reads` times."""
+    """A named pipe at VANTA_SECRETS_FILE that gives the text (dotenv, json or yaml)
+    `max_reads` times."""
 
     def __init__(
-        self, variables: tuple[InjectedVar, ...], max_reads: int = 1, parent: str | None = None
+        self,
+        variables: tuple[InjectedVar, ...],
+        max_reads: int = 1,
+        parent: str | None = None,
+        fmt: str = "dotenv",
     ) -> None:
         if max_reads < 1:
             raise ValueError("max_reads must be at least 1")
         self.variables = variables
         self.max_reads = max_reads
         self.parent = parent
+        self.fmt = fmt
+        self.file_name = FILE_NAMES[fmt]
+        kind = "" if fmt == "dotenv" else f"{FORMAT_NAMES[fmt]}, "
         self.how = (
             f"through a named pipe at ${SECRETS_FILE_VAR} "
-            f"({max_reads} read{'s' if max_reads > 1 else ''})"
+            f"({kind}{max_reads} read{'s' if max_reads > 1 else ''})"
         )
         self.directory: PrivateDirectory | None = None
         self.reads = 0  # readers served so far
@@ -50,13 +59,13 @@ class FifoInjection:
 
     @property
     def path(self) -> Path | None:
-        return None if self.directory is None else self.directory.path / SECRETS_FILE_NAME
+        return None if self.directory is None else self.directory.path / self.file_name
 
     def __enter__(self) -> dict[str, str]:
-        content = render((var.name, var.value) for var in self.variables).encode()
+        content = render(((var.name, var.value) for var in self.variables), self.fmt).encode()
         try:
             self.directory = PrivateDirectory(self.parent)
-            self._make_fifo(self.directory.path / SECRETS_FILE_NAME)
+            self._make_fifo(self.directory.path / self.file_name)
             self._stop_r, self._stop_w = os.pipe()
         except OSError as exc:
             self._remove()

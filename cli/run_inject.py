@@ -15,12 +15,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
-from cli.run_dotenv import render
+from cli.run_formats import FILE_NAMES, render
 from cli.run_guard import LeftoverGuard
 from cli.run_secrets import InjectedVar
 
 SECRETS_FILE_VAR = "VANTA_SECRETS_FILE"
-SECRETS_FILE_NAME = "secrets.env"
+FORMAT_NAMES = {"dotenv": "dotenv", "json": "JSON", "yaml": "YAML"}
 
 
 class InjectionError(Exception):
@@ -80,27 +80,34 @@ class EnvInjection:
 
 
 class FileInjection:
-    """A dotenv file (0600) in a private directory (0700); VANTA_SECRETS_FILE names it."""
+    """A file (0600) in a private directory (0700), in `fmt` (dotenv, json or yaml:
+    cli.run_formats); VANTA_SECRETS_FILE names it."""
 
-    how = f"into a dotenv file at ${SECRETS_FILE_VAR}"
-
-    def __init__(self, variables: tuple[InjectedVar, ...], parent: str | None = None) -> None:
+    def __init__(
+        self,
+        variables: tuple[InjectedVar, ...],
+        parent: str | None = None,
+        fmt: str = "dotenv",
+    ) -> None:
         self.variables = variables
         self.parent = parent  # where the private directory goes; None: the system default
+        self.fmt = fmt
+        self.file_name = FILE_NAMES[fmt]
+        self.how = f"into a {FORMAT_NAMES[fmt]} file at ${SECRETS_FILE_VAR}"
         self.directory: PrivateDirectory | None = None
 
     @property
     def path(self) -> Path | None:
-        return None if self.directory is None else self.directory.path / SECRETS_FILE_NAME
+        return None if self.directory is None else self.directory.path / self.file_name
 
     def __enter__(self) -> dict[str, str]:
         try:
             self.directory = PrivateDirectory(self.parent)
-            path = self.directory.path / SECRETS_FILE_NAME
+            path = self.directory.path / self.file_name
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             fd = os.open(path, flags, 0o600)  # a umask can only narrow 0600
             with open(fd, "w", encoding="utf-8", newline="") as out:
-                out.write(render((var.name, var.value) for var in self.variables))
+                out.write(render(((var.name, var.value) for var in self.variables), self.fmt))
         except OSError as exc:
             self._remove()
             raise InjectionError(f"cannot write the secrets file: {exc.strerror}") from None

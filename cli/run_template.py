@@ -28,6 +28,9 @@ VERSION_RE = re.compile(r"[0-9a-fA-F]{7,40}")  # a commit SHA as the broker take
 PERCENT_ENCODED_RE = re.compile(r"(?:[^%]|%[0-9A-Fa-f]{2})*")
 DEFAULT_SHOWN = "default=…"  # a default's text never appears in a message
 QUERY_HELP = "a reference takes version=<commit SHA>, optional or default=<value>, joined by &"
+# A value that starts like a reference but is not one (`secretref:/dev/X`, `secretref//...`,
+# `SecretRef://...`, ` secretref://` in quotes) is an error, never passed on as plain text.
+LOOKS_LIKE_REFERENCE_RE = re.compile(r"\s*secret[-_]?ref(?![a-z0-9])", re.IGNORECASE)
 
 
 class TemplateError(ValueError):
@@ -161,6 +164,11 @@ def load_templates(paths: Sequence[Path]) -> Templates:
                 except TemplateError as exc:
                     raise TemplateError(f"{origin}: {exc}") from None
                 variables.append(TemplateVar(entry.name, "", ref, origin))
+            elif LOOKS_LIKE_REFERENCE_RE.match(entry.value):
+                raise TemplateError(
+                    f"{origin}: {_shown(entry.value)!r} looks like a secret reference but is "
+                    f"not one: write {SCHEME}ENV/KEY (lower case, two slashes)"
+                )
             else:
                 variables.append(TemplateVar(entry.name, entry.value, None, origin))
     return Templates(tuple(variables), tuple(warnings))

@@ -24,6 +24,7 @@ from cli.gitops import (
     key_listing,
     key_versions,
     open_checkout,
+    require_environment,
     rollback_file,
     rollback_key,
     set_value,
@@ -118,6 +119,11 @@ def _read_value(environment: str, key: str, value: str | None, from_file: Path |
     show_default=True,
     help="Store the value as a string, a number or a boolean.",
 )
+@click.option(
+    "--create",
+    is_flag=True,
+    help="Start ENVIRONMENT if it has no file yet (created under the .sops.yaml rule).",
+)
 @_repo
 @_no_commit
 @_one_line_errors
@@ -127,6 +133,7 @@ def set_command(
     value: str | None,
     from_file: Path | None,
     value_type: str,
+    create: bool,
     repo: Path,
     no_commit: bool,
 ) -> None:
@@ -135,19 +142,23 @@ def set_command(
     Without --value or --from-file the value is read from standard input, so it stays
     out of shell history: piped input loses one trailing newline; at a terminal you are
     asked for it (hidden) twice. Values are strings unless --type says number or bool
-    (PORT as 8080, DEBUG as true). A new environment's file is created under the
-    .sops.yaml creation rule for secrets/ENVIRONMENT.enc.yaml.
+    (PORT as 8080, DEBUG as true). An environment that has no file yet is started only
+    with --create (so a typo cannot start one): its file is created under the .sops.yaml
+    creation rule for secrets/ENVIRONMENT.enc.yaml.
 
     \b
     Examples:
       printf '%s' "$NEW_DB_URL" | vanta-cli secrets set prod DATABASE_URL
       vanta-cli secrets set prod TLS_CERT --from-file server.pem
       vanta-cli secrets set dev PORT --value 8080 --type number --no-commit
+      vanta-cli secrets set qa LOG_LEVEL --value debug --create
     """
     checkout = open_checkout(repo)
+    require_environment(checkout, environment, create)  # before asking for the value
     text = _read_value(environment, key, value, from_file)
     stored = typed_value(text, value_type)
-    _report(set_value(checkout, environment, key, stored, commit=not no_commit))
+    outcome = set_value(checkout, environment, key, stored, commit=not no_commit, create=create)
+    _report(outcome)
 
 
 @secrets.command("unset")

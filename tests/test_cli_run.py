@@ -253,10 +253,13 @@ DUMP_ENV = "import json, os, sys; json.dump(dict(os.environ), sys.stdout)"
 
 def test_env_injects_every_matching_key_and_keeps_the_rest(broker, proxy):
     issuer = broker.token(environment="dev", permissions=ISSUER)
-    env = cli_env(VANTA_BROKER_URL=proxy.url, VANTA_TOKEN=issuer, KEEP_ME="still here")
+    keys = {"VANTA_JWT_SECRET_KEY": SIGNING_KEY, "VANTA_JWT_SECRET_KEYS": f"k1:{SIGNING_KEY}"}
+    env = cli_env(VANTA_BROKER_URL=proxy.url, VANTA_TOKEN=issuer, KEEP_ME="still here", **keys)
     proc = run(rws("dev", "*", python(DUMP_ENV), masking=False), env)
     assert proc.returncode == 0, proc.stderr
     child = json.loads(proc.stdout)
+    # the power to mint stays with the CLI: the issuer token and the signing keys
+    assert not {"VANTA_TOKEN", "VANTA_JWT_SECRET_KEY", "VANTA_JWT_SECRET_KEYS"} & set(child)
     assert child["DATABASE_URL"] == DEV_SECRETS["DATABASE_URL"]
     assert child["API_KEYS_OPENAI"] == "sk-test-openai"
     assert child["API_KEYS_STRIPE"] == "sk_test_stripe"
@@ -402,14 +405,43 @@ def test_token_and_token_file_together_is_a_usage_error(tmp_path):
     assert "give --token or --token-file, not both" in proc.stderr
 
 
-def test_without_token_vanta_token_only_issues_it_never_reads(broker, proxy, tmp_path):
-    marker = tmp_path / "ran"
-    reader_only = broker.token(environment="dev", permissions=READER)  # no tokens:issue
-    env = cli_env(VANTA_BROKER_URL=proxy.url, VANTA_TOKEN=reader_only)
-    proc = run(rws("dev", "*", touch(marker)), env)
-    assert proc.returncode == 1 and not marker.exists()
-    assert proc.stderr.startswith("error: 403 permission_denied: the token lacks tokens:issue")
-    assert proxy.paths() == [("POST", "/api/v1/vault/tokens/generate")]
+@pytest.mark.parametrize(
+    ("permissions", "usage_limit"),
+    [(READER, None), (ISSUER, 5)],  # no tokens:issue; an issuer whose usage limit bars minting
+    ids=["reader", "limited-issuer"],
+)
+def test_a_vanta_token_that_cannot_mint_is_the_reader_itself(
+    broker, proxy, permissions, usage_limit
+):
+    reader = broker.token(environment="dev", permissions=permissions, usage_limit=usage_limit)
+    env = cli_env(VANTA_BROKER_URL=proxy.url, VANTA_TOKEN=reader)
+    proc = run(rws("dev", "*", python(DUMP_ENV), masking=False), env)
+    assert proc.returncode == 0, proc.stderr
+    child = json.loads(proc.stdout)
+    assert child["DATABASE_URL"] == DEV_SECRETS["DATABASE_URL"]
+    assert "VANTA_TOKEN" not in child and reader not in proc.stdout + proc.stderr
+    assert proxy.paths() == [("POST", "/api/v1/vault/dev/batch")]  # nothing minted
+    assert proxy.exchanges[0].authorization == f"Bearer {reader}"
+    assert "vanta: VANTA_TOKEN cannot mint readers" in proc.stderr
+
+
+def test_a_reader_vanta_token_is_never_revoked_when_an_optional_key_is_missing(
+    broker, proxy, tmp_path
+):
+    reader = broker.token(environment="dev", permissions=READER)
+    template = tmp_path / "app.env"
+    template.write_text(
+        "DB=secretref://dev/DATABASE_URL\nREPLICA=secretref://dev/NO_SUCH_KEY?optional\n"
+    )
+    env = cli_env(VANTA_BROKER_URL=proxy.url, VANTA_TOKEN=reader)
+    proc = run(rws_args("--env-file", str(template), command=python(DUMP_ENV)), env)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["DB"] == "<concealed by vanta>"
+    assert ("POST", "/api/v1/vault/tokens/revoke-self") not in proxy.paths()
+    still = requests.get(
+        f"{broker.url}/api/v1/vault/dev/PORT", headers={"Authorization": f"Bearer {reader}"}
+    )
+    assert still.status_code == 200
 
 
 def test_options_after_the_command_belong_to_the_command(broker):
@@ -708,7 +740,8 @@ def test_no_matching_key_is_an_error(broker):
 def test_no_token_at_all_says_what_to_set(tmp_path):
     proc = run(rws("dev", "*", ["true"]), cli_env())
     assert proc.returncode == 1
-    assert proc.stderr.startswith("error: no token: pass --token (a reader) or set VANTA_TOKEN")
+    assert proc.stderr.startswith("error: no token: set VANTA_TOKEN (an issuer with tokens:issue")
+    assert "--token-file FILE" in proc.stderr
 
 
 def test_missing_command_is_127_and_the_file_is_gone(broker, tmp_path):

@@ -126,8 +126,22 @@ def test_set_takes_a_file_verbatim_and_types_numbers_and_booleans(secrets_repo, 
     assert bad.exit_code == 1 and "--type number" in bad.stderr
 
 
-def test_set_creates_a_new_environment_file_under_the_sops_yaml_rule(secrets_repo):
-    result = invoke(secrets_repo, "set", "qa", "API_TOKEN", "--value", "never-shown-value")
+def test_set_on_a_new_environment_asks_for_create_and_names_those_there_are(secrets_repo):
+    result = invoke(secrets_repo, "set", "dve", "API_TOKEN", "--value", "never-shown-value")
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr == (
+        "error: environment 'dve' does not exist (no secrets/dve.enc.yaml; the environments "
+        f"in {secrets_repo.path} are dev, prod (did you mean dev?)): to start a new "
+        "environment, pass --create\n"
+    )
+    assert not (secrets_repo.secrets_dir / "dve.enc.yaml").exists()
+    assert len(secrets_repo.commits) == 1 and head(secrets_repo) == secrets_repo.commits[0]
+
+
+def test_set_with_create_starts_a_new_environment_file_under_the_sops_yaml_rule(secrets_repo):
+    result = invoke(
+        secrets_repo, "set", "qa", "API_TOKEN", "--value", "never-shown-value", "--create"
+    )
     assert result.exit_code == 0, result.stderr
     created = secrets_repo.secrets_dir / "qa.enc.yaml"
     assert secrets_repo.recipient in created.read_text()
@@ -308,7 +322,7 @@ def test_no_sops_yaml_rule_for_a_new_file(secrets_repo):
         f"    age: {secrets_repo.recipient}\n"
     )
     git(secrets_repo.path, "commit", "-qam", "only dev and prod")
-    args = ("secrets", "set", "qa", "X", "--repo", str(secrets_repo.path))
+    args = ("secrets", "set", "qa", "X", "--create", "--repo", str(secrets_repo.path))
     line = one_line_error(run_cli(*args, input=b"never-shown-value"))
     assert "no .sops.yaml creation rule matches secrets/qa.enc.yaml" in line
     assert not (secrets_repo.secrets_dir / "qa.enc.yaml").exists()

@@ -149,24 +149,28 @@ def test_offline_honours_issuer_audience_and_max_ttl():
     too_long = generate(*base, "--ttl", "31", env=env)
     assert too_long.exit_code == 1 and too_long.stdout == ""
     assert too_long.stderr == (
-        "error: 400 bad_request: ttl_minutes must be a whole number from 1 to 30\n"
+        "error: 400 bad_request: --ttl must be a whole number from 1 to 30\n"
     )
 
 
-def test_offline_rejects_what_the_broker_rejects_with_its_message():
+@pytest.mark.parametrize(
+    ("flag", "value", "said"),
+    [
+        ("--environment", "../etc", "'../etc' is not an environment name: lower-case letters"),
+        ("--key-pattern", "a b", "'a b' is not a key pattern: a key glob"),
+        ("--subject", "x" * 129, "must be 1 to 128 printable characters"),
+    ],
+)
+def test_a_bad_name_is_a_usage_error_naming_the_flag_typed_not_a_field_or_regex(flag, value, said):
+    args = {"--subject": "s", "--environment": "dev", "--key-pattern": "*", flag: value}
     result = generate(
         "--offline",
-        "--subject",
-        "s",
-        "--environment",
-        "../etc",
-        "--key-pattern",
-        "*",
+        *(part for pair in args.items() for part in pair),
         env={"VANTA_JWT_SECRET_KEY": SIGNING_KEY},
     )
-    assert result.exit_code == 1
-    assert result.stderr.startswith("error: 400 bad_request: environment must match")
-    assert len(result.stderr.splitlines()) == 1
+    assert result.exit_code == 2 and result.stdout == ""
+    assert f"Invalid value for '{flag}': {said}" in result.stderr
+    assert "^[" not in result.stderr and "key_pattern" not in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -304,7 +308,7 @@ def test_unreachable_broker_is_one_line_and_exit_1():
 def test_without_an_issuer_token_says_how_to_get_one():
     result = generate("--subject", "s", "--environment", "dev", "--key-pattern", "*")
     assert result.exit_code == 1
-    assert result.stderr.startswith("error: no issuer token: pass --token or set VANTA_TOKEN")
+    assert result.stderr.startswith("error: no issuer token: set VANTA_TOKEN or give --token-file")
 
 
 # -- usage ----------------------------------------------------------------------------------

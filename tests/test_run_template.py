@@ -285,6 +285,22 @@ def test_a_variable_from_a_template_and_the_pattern_is_an_error(broker, tmp_path
         ),
         ('DB="never closed\n', 'app.env line 1 (DB): the " never closes'),
         ("9DB=x\n", "app.env line 1: '9DB' is not a variable name"),
+        # broken references are errors, never passed on as plain values
+        *(
+            (
+                f"DB={ref}\n",
+                f"app.env line 1: {ref.strip()!r} looks like a secret reference"
+                " but is not one: write secretref://ENV/KEY (lower case, two slashes)",
+            )
+            for ref in (
+                "secretref:/dev/X",
+                "secretref//dev/X",
+                "SecretRef://dev/X",
+                "secretref:dev/X",
+                "secret-ref://dev/X",
+            )
+        ),  # fmt: skip
+        ('DB=" secretref://dev/X"\n', "' secretref://dev/X' looks like a secret reference"),
     ],
 )
 def test_a_malformed_template_is_an_error_before_any_request(broker, proxy, tmp_path, text, error):
@@ -297,6 +313,14 @@ def test_a_malformed_template_is_an_error_before_any_request(broker, proxy, tmp_
     assert proc.stderr.startswith("error: ") and error in proc.stderr
     assert len(proc.stderr.splitlines()) == 1
     assert proxy.exchanges == []
+
+
+def test_a_value_that_merely_starts_with_secret_words_is_plain(tmp_path):
+    path = template(tmp_path, "A=secretreference\nB=secrets are fine\nC=ref://x\n")
+    variables = load_templates([path]).variables
+    assert [(v.name, v.value, v.ref) for v in variables] == [
+        ("A", "secretreference", None), ("B", "secrets are fine", None), ("C", "ref://x", None)
+    ]  # fmt: skip
 
 
 def test_a_line_without_equals_is_skipped_with_a_warning(tmp_path):
