@@ -23,7 +23,7 @@ from agekeys import generate_age_key  # noqa: E402
 
 from broker.config import Keyring, SecretValue, default_sops_bin  # noqa: E402
 from broker.scope import PERMISSIONS, Scope  # noqa: E402
-from broker.tokens import MintRequest, mint  # noqa: E402
+from broker.tokens.claims import MintRequest, mint  # noqa: E402
 
 SIGNING_KEY = "bench-signing-key-0123456789-abcdefghijklmnop"
 GIT_ENV = {

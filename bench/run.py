@@ -42,8 +42,8 @@ from fixtures import (  # noqa: E402
 from procstat import cpu_seconds, memory  # noqa: E402
 from wrk import WrkResult, available, run_wrk  # noqa: E402
 
-from broker.history import clear_caches, key_history, stats  # noqa: E402
-from broker.sops import SOPS_GOGC  # noqa: E402
+from broker.store.history import clear_caches, key_history, stats  # noqa: E402
+from broker.store.sops import SOPS_GOGC  # noqa: E402
 
 SMALL_ENV, K100_ENV, K10K_ENV = "bench", "k100", "k10000"
 READ_KEY = "DATABASE_URL"

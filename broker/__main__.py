@@ -1,3 +1,3 @@
-from broker.serve import main
+from broker.serving.command import main
 
 main()

@@ -7,7 +7,7 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from broker.proxies import Network, parse_networks
+from broker.web.proxies import Network, parse_networks
 
 MIN_KEY_BYTES = 32
 DEFAULT_TRUSTED_PROXY_NETWORKS = "127.0.0.0/8,::1/128"
@@ -138,7 +138,7 @@ def _flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
 def _rate(raw: str | None) -> str | None:
     if not raw:
         return None
-    from broker.ratelimit import parse_rate
+    from broker.state.ratelimit import parse_rate
 
     try:
         parse_rate(raw)

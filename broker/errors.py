@@ -1,4 +1,4 @@
-"""Domain errors and their one mapping onto the SPEC's JSON error bodies.
+"""Domain errors and their one mapping onto the contract's JSON error bodies.
 
 ApiError
  ├── BadRequest          400 bad_request
@@ -10,7 +10,7 @@ ApiError
  ├── NotFound            404 not_found
  ├── MethodNotAllowed    405 method_not_allowed
  ├── PayloadTooLarge     413 payload_too_large
- ├── DecryptFailed       503 decrypt_failed (FileRefused: a file that is not served, §4)
+ ├── DecryptFailed       503 decrypt_failed (FileRefused: a file that is not served)
  ├── AuditUnavailable    503 audit_unavailable
  ├── StateUnavailable    503 state_unavailable
  ├── SyncFailed          503 sync_failed (TreeUnavailable: nothing served yet)
@@ -88,7 +88,7 @@ class DecryptFailed(ApiError):
 
 
 class FileRefused(DecryptFailed):
-    """A secrets file that is not served (SPEC §4): `reason` says why (anchors or aliases,
+    """A secrets file that is not served: `reason` says why (anchors or aliases,
     or too large), never which file or what it holds."""
 
     def __init__(self, reason: str) -> None:

@@ -1,4 +1,4 @@
-"""Shipping rotated audit files to S3 (SPEC §17), verified first, never the live file.
+"""Shipping rotated audit files to S3, verified first, never the live file.
 
 Each object is `PREFIX/<file name>` with metadata `last-hash` (the hash of its last
 record). Shipping can run again at any time (an hourly job, with or without
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from broker.audit import GENESIS, rotated_files
-from broker.audit_verify import ChainBroken, verify_chain
+from broker.audit.log import GENESIS, rotated_files
+from broker.audit.verify import ChainBroken, verify_chain
 
 LAST_HASH = "last-hash"
 TAIL_BLOCK = 64 * 1024

@@ -12,13 +12,13 @@ from cli.help_format import HELP_OPTIONS, VantaContext, apply_help_style
 # (module, attribute): each module defines one Click command or group. Imported eagerly:
 # a command that cannot load is an error, never a command that silently vanished.
 _COMMANDS = [
-    ("cli.token_cmd", "token"),
-    ("cli.get_cmd", "get"),
-    ("cli.run_cmd", "run_with_secrets"),
-    ("cli.secrets_cmd", "secrets"),
-    ("cli.audit_cmd", "audit"),
-    ("cli.rotation_cmd", "rotation"),
-    ("cli.import_cmd", "import_"),
+    ("cli.commands.token", "token"),
+    ("cli.commands.get", "get"),
+    ("cli.commands.run", "run_with_secrets"),
+    ("cli.commands.secrets", "secrets"),
+    ("cli.commands.audit", "audit"),
+    ("cli.commands.rotation", "rotation"),
+    ("cli.commands.import_", "import_"),
 ]
 # Short names, as other tools have them (`doppler run`, `op run`).
 ALIASES = {"run": "run-with-secrets"}

@@ -20,8 +20,8 @@ sys.path.insert(0, str(ROOT))
 
 from broker.config import Keyring  # noqa: E402
 from broker.scope import PERMISSIONS, Scope  # noqa: E402
-from broker.serve import _port_taken  # noqa: E402
-from broker.tokens import MintRequest, mint  # noqa: E402
+from broker.serving.command import _port_taken  # noqa: E402
+from broker.tokens.claims import MintRequest, mint  # noqa: E402
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 8200

@@ -19,10 +19,10 @@ import requests
 from agekeys import AgeKey, generate_age_key
 from hypothesis import settings
 
-from broker.app import create_app
 from broker.config import Config, Keyring, SecretValue, default_sops_bin
 from broker.scope import PERMISSIONS, Scope
-from broker.tokens import MintRequest, mint
+from broker.tokens.claims import MintRequest, mint
+from broker.web.app import create_app
 
 SIGNING_KEY = "test-signing-key-0123456789-abcdefghijklmnop"
 SOPS_BIN = default_sops_bin()

@@ -11,8 +11,8 @@ from dataclasses import replace
 import pytest
 from conftest import SOPS_BIN, bearer, git, make_token, read_audit
 
-from broker import history
-from broker.app import create_app
+from broker.store import history
+from broker.web.app import create_app
 
 
 @pytest.fixture(autouse=True)

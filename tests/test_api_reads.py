@@ -9,8 +9,8 @@ import jwt
 import pytest
 from conftest import DEV_SECRETS, bearer, make_token, read_audit
 
-from broker.app import create_app
 from broker.scope import PERMISSIONS
+from broker.web.app import create_app
 
 
 def test_read_returns_value_with_type_version_and_commit_time(client, config, secrets_repo):

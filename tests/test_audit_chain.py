@@ -20,11 +20,11 @@ from conftest import bearer, make_token, read_audit, start_broker, stop_broker
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.app import create_app
-from broker.audit import GENESIS, AuditLog, canonical, record_hash
-from broker.audit_verify import ChainBroken, verify_chain
+from broker.audit.log import GENESIS, AuditLog, canonical, record_hash
+from broker.audit.verify import ChainBroken, verify_chain
 from broker.config import Config
-from cli.audit_cmd import audit as audit_group
+from broker.web.app import create_app
+from cli.commands.audit import audit as audit_group
 
 WRITERS = 6
 RECORDS_PER_WRITER = 150

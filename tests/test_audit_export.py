@@ -11,10 +11,10 @@ import pytest
 import requests
 from conftest import bearer, make_token, read_audit, start_broker, stop_broker
 
-from broker.app import create_app
-from broker.audit import AuditLog
-from broker.audit_verify import verify_chain
+from broker.audit.log import AuditLog
+from broker.audit.verify import verify_chain
 from broker.config import Config
+from broker.web.app import create_app
 
 AUDIT = "/api/v1/audit"
 ROOT_PERMS = ("secrets:read", "secrets:list", "tokens:issue", "audit:read")

@@ -10,7 +10,7 @@ from pathlib import Path
 import requests
 from conftest import bearer, make_token, start_broker, stop_broker
 
-from broker.audit import GENESIS
+from broker.audit.log import GENESIS
 
 
 def chain_breaks(files: list[Path]) -> list[str]:

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from conftest import free_port
 from moto.server import ThreadedMotoServer
 
-from broker.audit import AuditLog, canonical, record_hash, rotated_files
+from broker.audit.log import AuditLog, canonical, record_hash, rotated_files
 from cli.main import cli
 
 BUCKET = "audit-archive"

@@ -17,10 +17,10 @@ from click.testing import CliRunner
 from conftest import free_port
 from test_rotation import SECRET_VALUES, AgedRepo, build_aged_repo
 
-from cli.rotation_cmd import rotation
+from cli.commands.rotation import rotation
 
 # `vanta-cli rotation` once cli/main.py registers the group; the group itself meanwhile.
-CLI = [sys.executable, "-c", "from cli.rotation_cmd import rotation; rotation()"]
+CLI = [sys.executable, "-c", "from cli.commands.rotation import rotation; rotation()"]
 
 
 @pytest.fixture

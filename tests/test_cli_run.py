@@ -39,9 +39,9 @@ from hypothesis import strategies as st
 
 from broker.config import Config, Keyring, SecretValue
 from cli.main import cli
-from cli.run_dotenv import quote, render
-from cli.run_secrets import env_name, reader_request, variables_for, yaml_scalar
-from cli.runner import HandlerRelay, InheritIO, SigwaitRelay
+from cli.run.dotenv import quote, render
+from cli.run.injected import env_name, reader_request, variables_for, yaml_scalar
+from cli.run.process import HandlerRelay, InheritIO, SigwaitRelay
 
 VANTA_CLI = str(Path(sys.executable).parent / "vanta-cli")
 ISSUER = ("secrets:read", "secrets:list", "tokens:issue")
@@ -658,7 +658,7 @@ def test_ctrl_c_at_a_terminal_reaches_the_command_once(broker, tmp_path):
 
 RELAY_SCRIPT = """
 import os, sys
-from cli.runner import {relay}, InheritIO
+from cli.run.process import {relay}, InheritIO
 with {relay}() as relay:
     sys.exit(relay.run(sys.argv[1:], os.environ, InheritIO()))
 """

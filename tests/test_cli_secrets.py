@@ -17,8 +17,8 @@ from conftest import DEV_SECRETS, PROD_SECRETS, SOPS_BIN, bearer, git, make_toke
 from ruamel.yaml import YAML
 
 import cli
-from broker import history
-from cli.secrets_cmd import secrets
+from broker.store import history
+from cli.commands.secrets import secrets
 
 ROOT = Path(cli.__file__).resolve().parent.parent
 CLI = [sys.executable, "-c", "from cli.main import main; main()"]

@@ -16,7 +16,7 @@ from test_cli_get import expired_token
 from test_cli_run import ISSUER, READER, Broker, cli_env, serve_secrets
 
 from cli.client import TokenInvalid
-from cli.error_hints import TokenSource, explain
+from cli.tokens.hints import TokenSource, explain
 
 VANTA_CLI = str(Path(sys.executable).parent / "vanta-cli")
 ADMIN = ("secrets:read", "secrets:list", "tokens:issue", "audit:read")

@@ -16,7 +16,7 @@ from conftest import DEV_SECRETS, free_port, make_token, read_audit
 from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
 
-from broker.app import create_app
+from broker.web.app import create_app
 from cli import client as vc
 from cli.client import (
     AuditUnavailable,
@@ -282,7 +282,7 @@ def test_the_cli_goes_through_the_same_client(running_broker, config):
     # the SDK's retry path. A POST is retried only when it cannot have been processed.
     from click.testing import CliRunner
 
-    from cli.token_cmd import token as token_group
+    from cli.commands.token import token as token_group
 
     issuer = make_token(config, environment="dev", permissions=(*READER, "tokens:issue"))
     url = running_broker.url + "/api/v1/vault/tokens/generate"

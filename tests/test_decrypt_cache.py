@@ -25,10 +25,10 @@ from conftest import (
     stop_broker,
 )
 
-from broker.app import create_app
 from broker.config import Config
 from broker.errors import DecryptFailed
-from broker.sops import Decryptor
+from broker.store.sops import Decryptor
+from broker.web.app import create_app
 
 POLL_DEADLINE_SECONDS = 30
 

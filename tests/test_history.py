@@ -1,4 +1,4 @@
-"""broker.history: key history from real Git repositories by comparing sops ciphertext.
+"""broker.store.history: key history from real Git repositories by comparing sops ciphertext.
 
 Every repository here is real Git with files encrypted by the real sops binary; no test
 gives history a decryption key it could lean on."""
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import SOPS_BIN, SecretsRepo, git, make_secrets_repo
 
-from broker import history
-from broker.history import (
+from broker.store import history
+from broker.store.history import (
     HistoryError,
     _Lru,
     _parse_yaml_leaves,

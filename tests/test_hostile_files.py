@@ -33,8 +33,8 @@ from conftest import (
 from test_openapi import assert_conforms
 from test_rotation import sops_set
 
-from broker import history
 from broker.config import Config
+from broker.store import history
 
 MIB = 1024 * 1024
 CLI = [sys.executable, "-c", "from cli.main import main; main()"]

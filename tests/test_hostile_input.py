@@ -19,9 +19,9 @@ from conftest import SIGNING_KEY, bearer, make_token, start_broker, stop_broker
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from broker.app import create_app
 from broker.config import Config
 from broker.scope import PERMISSIONS
+from broker.web.app import create_app
 
 MIB = 1024 * 1024
 GENERATE = "/api/v1/vault/tokens/generate"

@@ -18,8 +18,8 @@ from conftest import DEV_SECRETS, PROD_SECRETS, SOPS_BIN, free_port, git
 from moto.server import ThreadedMotoServer
 
 import cli
-from broker import history
-from cli.import_cmd import import_
+from broker.store import history
+from cli.commands.import_ import import_
 
 ROOT = Path(cli.__file__).resolve().parent.parent
 SECRET_VALUES = ["p@ss w0rd!", "sk-live-abc123", "hunter2-plain", "legacy-only-value"]
@@ -333,7 +333,7 @@ def test_the_command_runs_as_its_own_process(aws, secrets_repo):
         [
             sys.executable,
             "-c",
-            "from cli.import_cmd import import_; import_()",
+            "from cli.commands.import_ import import_; import_()",
             "aws",
             "--environment",
             "dev",

@@ -11,9 +11,9 @@ from click.testing import CliRunner
 from conftest import DEV_SECRETS, SOPS_BIN, git, make_token
 
 from cli.client import VaultClient
-from cli.import_cmd import import_
-from cli.importers_dotenv import parse_dotenv
-from cli.run_dotenv import render
+from cli.commands.import_ import import_
+from cli.importers.dotenv import parse_dotenv
+from cli.run.dotenv import render
 
 AWKWARD = {
     "QUOTES": "she said \"hi\" and 'bye'",

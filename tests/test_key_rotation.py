@@ -19,9 +19,9 @@ import pytest
 import requests
 from conftest import SIGNING_KEY, bearer, make_token, start_broker, stop_broker
 
-from broker.app import create_app
 from broker.config import Config, ConfigError, Keyring, SecretValue
 from broker.scope import PERMISSIONS
+from broker.web.app import create_app
 
 K1 = "first-key-0123456789abcdefghijklmnopqrstu"
 K2 = "second-key-0123456789abcdefghijklmnopqrstu"

@@ -8,8 +8,8 @@ from dataclasses import replace
 import requests
 from conftest import bearer, make_token, start_broker, stop_broker
 
-from broker.app import create_app
 from broker.config import SecretValue
+from broker.web.app import create_app
 
 
 def sample(text: str, name: str, **labels: str) -> float:

@@ -27,9 +27,9 @@ from schemathesis.specs.openapi.checks import (
 from schemathesis.specs.openapi.definitions import OPENAPI_31
 
 from broker import errors
-from broker.app import create_app
 from broker.config import Config, SecretValue
-from broker.openapi import ERROR_CODES, build_document
+from broker.web.app import create_app
+from broker.web.openapi import ERROR_CODES, build_document
 
 SPEC_ERROR_CODES = {
     "bad_request",

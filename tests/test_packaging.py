@@ -13,10 +13,19 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-NOT_SOURCES = shutil.ignore_patterns(
-    ".git", ".venv", "node_modules", "state", "audit", "build", "dist", "*.egg-info",
+_NOT_SOURCES = shutil.ignore_patterns(
+    ".git", ".venv", "node_modules", "build", "dist", "*.egg-info",
     ".pytest_cache", ".ruff_cache", ".hypothesis", "__pycache__",
 )  # fmt: skip
+
+
+def NOT_SOURCES(directory: str, names: list[str]) -> set[str]:
+    """What the copy leaves out: build litter anywhere, and the run-time state and audit
+    folders at the top (broker/state and broker/audit are packages)."""
+    ignored = set(_NOT_SOURCES(directory, names))
+    if Path(directory) == ROOT:
+        ignored |= {"state", "audit"} & set(names)
+    return ignored
 SETUPTOOLS_WARNING = re.compile(r"BackendWarning|DeprecationWarning|absent from|SetuptoolsWarning")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from broker.app import create_app
+from broker.web.app import create_app
 
 
 def test_ready_when_everything_is_usable(client):

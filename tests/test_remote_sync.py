@@ -21,9 +21,9 @@ from conftest import (
     stop_broker,
 )
 
-from broker.app import create_app
 from broker.config import SecretValue
-from broker.remote import MirrorError
+from broker.store.remote import MirrorError
+from broker.web.app import create_app
 
 HOOK_SECRET = "webhook-secret-for-tests"
 

@@ -15,11 +15,11 @@ import pytest
 import requests
 from conftest import bearer, make_token, read_audit, start_broker, stop_broker
 
-from broker.app import create_app
 from broker.config import Config
 from broker.scope import PERMISSIONS, Scope
-from broker.tokens import MintRequest, mint
-from broker.usage import RETENTION_SECONDS, MintedToken, SqliteTokenState
+from broker.state.sqlite import RETENTION_SECONDS, MintedToken, SqliteTokenState
+from broker.tokens.claims import MintRequest, mint
+from broker.web.app import create_app
 
 ISSUE = ("secrets:read", "secrets:list", "tokens:issue")
 REVOKE = "/api/v1/vault/tokens/revoke"
@@ -33,7 +33,7 @@ def state_client(request, config: Config) -> Iterator:
     if request.param == "sqlite":
         yield create_app(config).test_client()
         return
-    from broker.usage_redis import RedisTokenState
+    from broker.state.redis import RedisTokenState
 
     server = request.getfixturevalue("redis_server")
     yield create_app(config, state=RedisTokenState(server.url)).test_client()
@@ -192,7 +192,7 @@ def test_an_unminted_revocation_is_kept_max_ttl_plus_an_hour(tmp_path, config):
 def test_an_unminted_revocation_in_redis_expires_after_max_ttl_plus_an_hour(config, redis_server):
     import redis
 
-    from broker.usage_redis import RedisTokenState
+    from broker.state.redis import RedisTokenState
 
     config = replace(config, max_ttl_minutes=90)
     client = create_app(config, state=RedisTokenState(redis_server.url)).test_client()
@@ -341,7 +341,7 @@ def test_expired_revocations_and_minted_scopes_are_pruned(tmp_path: Path):
 
 
 def test_expired_revocations_vanish_from_redis(redis_server):
-    from broker.usage_redis import RedisTokenState
+    from broker.state.redis import RedisTokenState
 
     state = RedisTokenState(redis_server.url)
     state.revoke("old", keep_until=int(time.time()) - 1)
@@ -493,7 +493,7 @@ def test_a_second_revocation_never_shortens_the_first_in_sqlite(tmp_path):
 def test_a_second_revocation_never_shortens_the_first_in_redis(redis_server):
     import redis as redis_lib
 
-    from broker.usage_redis import RedisTokenState
+    from broker.state.redis import RedisTokenState
 
     later, sooner = int(time.time()) + 7200, int(time.time()) + 600
     state = RedisTokenState(redis_server.url)

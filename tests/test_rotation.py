@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import SOPS_BIN, SecretsRepo, git, make_secrets_repo
 
-from broker.rotation import (
+from broker.store.rotation import (
     Policy,
     PolicyError,
     RepositoryError,
@@ -30,7 +30,7 @@ NOW = datetime(2026, 6, 30, 12, 0, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
-class FakeChange:  # the shape broker.history gives: a commit and its time
+class FakeChange:  # the shape broker.store.history gives: a commit and its time
     commit: str
     committed_at: str
 

@@ -9,8 +9,8 @@ import pytest
 from conftest import bearer, git, make_token, read_audit
 from test_rotation import AgedRepo, build_aged_repo
 
-from broker.app import create_app
 from broker.config import Config
+from broker.web.app import create_app
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 from conftest import DEV_SECRETS
 from test_cli_run import ISSUER, Broker, cli_env, python, serve_secrets
 
-from broker.rotation import parse_policy
+from broker.store.rotation import parse_policy
 from cli.project_defaults import Defaults, DefaultsError, load_defaults
 
 VANTA_CLI = str(Path(sys.executable).parent / "vanta-cli")

@@ -27,9 +27,9 @@ from test_cli_run import (
     wait_for,
 )
 
-from cli.run_dotenv import render
-from cli.run_fifo import FifoInjection
-from cli.run_secrets import InjectedVar, variables_for
+from cli.run.dotenv import render
+from cli.run.fifo import FifoInjection
+from cli.run.injected import InjectedVar, variables_for
 
 SECRETS = {"DATABASE_URL": DEV_SECRETS["DATABASE_URL"], "API_KEY": "sk-fifo-3b7e91c0"}
 VARIABLES = variables_for("dev", SECRETS)

@@ -12,8 +12,8 @@ from dotenv import dotenv_values
 from ruamel.yaml import YAML
 from test_cli_run import AWKWARD, READER, Broker, cli_env, python, run, rws_args, serve_secrets
 
-from cli.run_formats import FORMATS, render
-from cli.run_secrets import variables_for
+from cli.run.formats import FORMATS, render
+from cli.run.injected import variables_for
 
 VARIABLES = variables_for("awkward", {**AWKWARD, "PORT": 8080, "DEBUG": True})
 EXPECTED = {var.name: var.value for var in VARIABLES}

@@ -15,7 +15,7 @@ import pytest
 from test_cli_run import ISSUER, READER, cli_env, python, rws, start, wait_for
 from test_cli_run import broker as broker  # noqa: F401 -- the module-scoped broker fixture
 
-from cli.run_guard import LeftoverGuard, die_with_parent
+from cli.run.guard import LeftoverGuard, die_with_parent
 
 DROP_TO_NOBODY = ["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups", "--"]
 

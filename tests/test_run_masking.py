@@ -25,8 +25,8 @@ from test_cli_run import (
     wait_for,
 )
 
-from cli.run_mask import MARKER, Masker, mask_plan
-from cli.run_secrets import InjectedVar, variables_for
+from cli.run.injected import InjectedVar, variables_for
+from cli.run.mask import MARKER, Masker, mask_plan
 
 M = MARKER.decode()
 TOKEN = "tok-3f9a1c2e7b5d"
@@ -361,8 +361,8 @@ def test_a_signal_ends_the_wait_for_what_the_command_left_running(broker, tmp_pa
 
 RELAY_MASKED = """
 import os, sys
-from cli.run_pump import MaskedIO
-from cli.runner import {relay}
+from cli.run.pump import MaskedIO
+from cli.run.process import {relay}
 with {relay}() as relay:
     sys.exit(relay.run(sys.argv[1:], os.environ, MaskedIO([b"hunter22"])))
 """
@@ -383,8 +383,8 @@ def test_each_relay_passes_masked_output_on_and_returns_the_status(relay):
 
 RELAY_CANNOT_START = """
 import os, sys
-from cli.run_pump import MaskedIO
-from cli.runner import {relay}
+from cli.run.pump import MaskedIO
+from cli.run.process import {relay}
 before = sorted(os.listdir("/proc/self/fd"))
 try:
     with {relay}() as relay:

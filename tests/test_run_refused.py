@@ -15,8 +15,8 @@ import pytest
 from click.testing import CliRunner
 from test_cli_run import READER, Broker, cli_env, python, run, rws, rws_args, serve_secrets
 
-from cli.run_variables import REFUSED_NAMES, env_name, is_refused, refused_keys
-from cli.secrets_cmd import secrets
+from cli.commands.secrets import secrets
+from cli.run.variables import REFUSED_NAMES, env_name, is_refused, refused_keys
 
 VANTA_CLI = str(Path(sys.executable).parent / "vanta-cli")
 CHILD = ["sh", "-c", "echo child ran"]

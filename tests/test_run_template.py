@@ -26,9 +26,9 @@ from test_cli_run import (
 )
 from test_cli_run import proxy as proxy  # noqa: F401 -- the fixture, against this module's broker
 
-from cli.run_mask import MARKER
-from cli.run_references import narrowest_glob, plan_reads
-from cli.run_template import SecretRef, TemplateError, load_templates
+from cli.run.mask import MARKER
+from cli.run.references import narrowest_glob, plan_reads
+from cli.run.template import SecretRef, TemplateError, load_templates
 
 OLD_DATABASE_URL = "postgres://app:old@db/dev"
 

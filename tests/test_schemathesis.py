@@ -1,7 +1,7 @@
 """Schemathesis against a real `vanta-broker serve`: every answer conforms to the broker's
 OpenAPI document (status documented, body and headers as documented, never a 5xx).
 
-The cases come from `broker.openapi.build_document`, the very document each broker here
+The cases come from `broker.web.openapi.build_document`, the very document each broker here
 serves at GET /api/v1/openapi.json (checked first). Three passes, each on its own broker
 process, each bounded and derandomized so that CI sends the same requests every time:
 
@@ -53,7 +53,7 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.specs.openapi.checks import missing_required_header
 
 from broker.config import Config, Keyring, SecretValue
-from broker.openapi import build_document
+from broker.web.openapi import build_document
 
 MAX_TTL_MINUTES = 1440
 WEBHOOK_SECRET = "schemathesis-webhook-secret"

@@ -36,7 +36,7 @@ from cli.client import (
     VaultClient,
     VaultError,
 )
-from cli.client_retry import RetryPolicy, send_with_retries
+from cli.client._retry import RetryPolicy, send_with_retries
 
 PORT_PATH = "/api/v1/vault/dev/PORT"
 

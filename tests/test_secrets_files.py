@@ -11,10 +11,9 @@ import pytest
 from conftest import SecretsRepo
 from ruamel.yaml.error import YAMLError
 
-from broker import history
 from broker.errors import FileRefused
-from broker.rotation import PolicyError, parse_policy
-from broker.secrets_files import (
+from broker.store import history
+from broker.store.files import (
     HAS_ANCHORS,
     YAMLRefused,
     environment_of,
@@ -22,8 +21,9 @@ from broker.secrets_files import (
     load_yaml,
     refusal,
 )
-from broker.sops import flatten, run_bounded
-from broker.store import DiskTree, open_tree
+from broker.store.rotation import PolicyError, parse_policy
+from broker.store.sops import flatten, run_bounded
+from broker.store.tree import DiskTree, open_tree
 
 MIB = 1024 * 1024
 ENC = (
@@ -174,7 +174,7 @@ def test_the_event_scan_is_cheap_for_a_big_file_with_a_star():
 
 def test_sops_is_never_run_for_a_refused_file(secrets_repo: SecretsRepo, age_key_file: Path):
     from broker.config import default_sops_bin
-    from broker.sops import Decryptor
+    from broker.store.sops import Decryptor
 
     decryptor = Decryptor(default_sops_bin(), age_key_file=str(age_key_file))
     data = (secrets_repo.secrets_dir / "dev.enc.yaml").read_bytes()

@@ -263,7 +263,7 @@ def load_app(config, access_log=False):  # an app that says what its WSGI enviro
     return app
 
 broker.serving.load_app = load_app
-from broker.serve import main
+from broker.serving.command import main
 sys.argv = ["vanta-broker", "serve", "--port", sys.argv[1], "--workers", "1"]
 main()
 """

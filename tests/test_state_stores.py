@@ -10,8 +10,8 @@ import requests
 from conftest import bearer, make_token, start_broker, stop_broker
 
 from broker.errors import StateUnavailable
-from broker.usage import MintedToken, SqliteTokenState
-from broker.usage_redis import RedisTokenState
+from broker.state.redis import RedisTokenState
+from broker.state.sqlite import MintedToken, SqliteTokenState
 
 
 @pytest.fixture(params=["sqlite", "redis"])

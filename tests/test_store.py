@@ -12,9 +12,9 @@ import pytest
 from conftest import DEV_SECRETS, SOPS_BIN, SecretsRepo, git
 
 from broker.errors import BadRequest, NotFound
-from broker.gitrefs import RefReader, parse_packed_refs
-from broker.sops import Decryptor
-from broker.store import DiskTree, GitTree, Memo, SecretStore, open_tree
+from broker.store.refs import RefReader, parse_packed_refs
+from broker.store.sops import Decryptor
+from broker.store.tree import DiskTree, GitTree, Memo, SecretStore, open_tree
 
 
 class CountingGitTree(GitTree):

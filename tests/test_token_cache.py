@@ -9,12 +9,12 @@ import time
 import pytest
 from conftest import make_token
 
-import broker.token_cache as token_cache
+import broker.tokens.verified as token_cache
 from broker.config import Config
 from broker.errors import TokenInvalid
 from broker.scope import PERMISSIONS, Scope
-from broker.token_cache import VerifiedTokens
-from broker.tokens import LEEWAY_SECONDS, MintRequest, mint, verify
+from broker.tokens.claims import LEEWAY_SECONDS, MintRequest, mint, verify
+from broker.tokens.verified import VerifiedTokens
 
 
 class Clock:

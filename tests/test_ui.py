@@ -35,11 +35,11 @@ from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
 from test_rotation import sops_set
 
-from broker.app import create_app
 from broker.config import Config
 from broker.scope import Scope
-from broker.tokens import MintRequest, mint
-from broker.usage import SqliteTokenState
+from broker.state.sqlite import SqliteTokenState
+from broker.tokens.claims import MintRequest, mint
+from broker.web.app import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 # Screenshots go to a temporary directory; `make screenshots` refreshes the README's copies.
@@ -473,7 +473,7 @@ def test_a_bad_or_revoked_token_cannot_sign_in_and_is_never_echoed(dashboard, ui
 
 
 def _jti(config: Config, token: str) -> str:
-    from broker.tokens import verify
+    from broker.tokens.claims import verify
 
     return verify(token, config.keyring, issuer=config.jwt_issuer, audience=config.jwt_audience).jti
 

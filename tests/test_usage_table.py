@@ -7,8 +7,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
-from broker.usage import SqliteTokenState
-from broker.usage_table import RETENTION_SECONDS, Overflow, UsageTable, table_path
+from broker.state.sqlite import SqliteTokenState
+from broker.state.table import RETENTION_SECONDS, Overflow, UsageTable, table_path
 
 
 def _hammer(path: str, jti: str, limit: int, tries: int) -> int:

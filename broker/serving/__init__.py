@@ -34,7 +34,7 @@ class ServeOptions:
 
 def load_app(config: Config, access_log: bool = False) -> Any:
     """The broker's WSGI app, built in the worker process that serves it."""
-    from broker.app import create_app
+    from broker.web.app import create_app
 
     return create_app(config, access_log=access_log)
 

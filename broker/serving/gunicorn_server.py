@@ -21,9 +21,9 @@ from gunicorn import sock as gunicorn_sock
 from gunicorn import util as gunicorn_util
 from gunicorn.workers.gthread import ThreadWorker
 
-from broker.app import CLIENT_CERT_KEY
 from broker.config import Config
 from broker.serving import ServeOptions, load_app
+from broker.web.app import CLIENT_CERT_KEY
 
 # A client gets this long to finish its TLS handshake and send a whole request.
 HEAD_TIMEOUT_SECONDS = 10.0

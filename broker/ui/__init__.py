@@ -1,4 +1,4 @@
-"""The read-only dashboard under /ui (SPEC §16): blueprint `ui`, templates, stylesheet.
+"""The read-only dashboard under /ui: blueprint `ui`, templates, stylesheet.
 
 Server-rendered with Jinja, no JavaScript: `signin` holds sessions, CSRF and the headers
 every answer carries; `pages` the pages themselves.

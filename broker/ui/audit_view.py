@@ -1,6 +1,6 @@
 """The audit explorer's reader: filtered records, newest first, one page at a time.
 
-Filtering is `broker.audit_export.AuditQuery`'s (the export's rules, the token's
+Filtering is `broker.audit.export.AuditQuery`'s (the export's rules, the token's
 environment included). Reading is backwards: the live file, then the rotated files still
 on disk, newest first, block by block, stopping once the page is full, so the first pages
 of a large trail cost little.

@@ -1,10 +1,10 @@
-"""The dashboard's pages (SPEC §16): environments, keys, a key's history, the audit explorer.
+"""The dashboard's pages: environments, keys, a key's history, the audit explorer.
 
 Each page shows what the signed-in token could read through the API and nothing more:
 keys and history need secrets:list, the audit explorer audit:read, and only environments
 and keys inside the token's scope appear. No page ever reads a secret value.
 
-Files the broker does not serve (SPEC §4) are skipped and said so: an environment whose
+Files the broker does not serve are skipped and said so: an environment whose
 file is refused gets a row saying why (its own page is the API's 503), a key's history
 lists the versions it skipped, and an all-environment token is told how many files have
 names that are no environment's (never the names: they may be anything).
@@ -18,17 +18,17 @@ from typing import Any
 from flask import g, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
-from broker import history
 from broker import scope as names
-from broker.api import parts
-from broker.audit_export import AuditQuery
+from broker.audit.export import AuditQuery
 from broker.errors import BadRequest, FileRefused, ScopeDenied
-from broker.rotation import KeyStatus, count_by_status
-from broker.rotation_api import rotation_report
-from broker.tokens import Claims
+from broker.store import history
+from broker.store.rotation import KeyStatus, count_by_status
+from broker.tokens.claims import Claims
 from broker.ui import ui
 from broker.ui.audit_view import as_rfc3339, parse_page, read_page
 from broker.ui.signin import require, signed_in
+from broker.web.api import parts
+from broker.web.rotation_api import rotation_report
 
 
 @ui.get("/")
@@ -59,7 +59,7 @@ class EnvironmentRow:
     keys: int | None
     due: int | None
     overdue: int | None
-    refused: str | None = None  # why its file is not served (SPEC §4)
+    refused: str | None = None  # why its file is not served
 
 
 def _environment_row(claims: Claims, snapshot: Any, environment: str) -> EnvironmentRow:

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from broker.tokens import Claims
+from broker.tokens.claims import Claims
 
 SESSION_COOKIE = "vanta_session"
 BROWSER_COOKIE = "vanta_browser"

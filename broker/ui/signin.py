@@ -1,7 +1,7 @@
 """Dashboard sign-in and sign-out, and what every /ui answer carries.
 
 Sessions live in a sealed cookie and end in the shared token state (broker.ui.session);
-every answer gets the security headers of SPEC §16, every page the sign-out form (with its
+every answer gets the dashboard's security headers, every page the sign-out form (with its
 CSRF token) through the template context.
 """
 
@@ -12,9 +12,8 @@ from typing import Any
 
 from flask import Response, current_app, g, redirect, render_template, request, url_for
 
-from broker.api import parts
 from broker.errors import ApiError, BadRequest, PermissionDenied
-from broker.tokens import LEEWAY_SECONDS, Claims, verify
+from broker.tokens.claims import LEEWAY_SECONDS, Claims, verify
 from broker.ui import ui
 from broker.ui.session import (
     BROWSER_COOKIE,
@@ -27,6 +26,7 @@ from broker.ui.session import (
     new_browser_id,
     new_session_id,
 )
+from broker.web.api import parts
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'",

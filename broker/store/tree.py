@@ -1,0 +1,378 @@
+"""Where secrets are read from: the committed tree at a Git ref, or a plain directory.
+
+`SecretStore.served()` names the tree being served now (a commit, or the disk);
+`document()` gives one environment's decrypted document from that tree. Git objects
+are read, never the work tree, so uncommitted edits are never served.
+
+Per request this costs a couple of small file reads (the ref) and dictionary lookups:
+snapshots, blob ids and decrypted documents are all keyed by immutable object ids, so
+they never need invalidating, only bounding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Generic, Protocol, TypeVar
+
+import git
+import gitdb.exc
+
+from broker.errors import BadRequest, FileRefused, NotFound
+from broker.store.files import FILE_TOO_LARGE, MAX_FILE_BYTES, SUFFIX, environment_of
+from broker.store.refs import RefReader
+from broker.store.sops import Decryptor, Value
+
+VERSION_RE = re.compile(r"[0-9a-fA-F]{7,40}")
+FULL_SHA_RE = re.compile(r"[0-9a-f]{40}")
+_UNSTABLE_REF_CHARS = set("~^:@{}")
+MEMO_ENTRIES = 4096  # per memo table; a full table is emptied and refilled on demand
+RACY_SECONDS = 2.0  # a file changed this recently may change again unseen within one tick
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def committed_at(commit_data: bytes) -> str | None:
+    """The committer time of a raw commit object, RFC 3339 UTC."""
+    header = commit_data.split(b"\n\n", 1)[0]
+    for line in header.split(b"\n"):
+        if line.startswith(b"committer "):
+            epoch = int(line.rsplit(b" ", 2)[1])
+            return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return None
+
+
+def _text(value: str | bytes) -> str:
+    """GitPython answers cat-file headers in bytes or str depending on its version."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class Memo(Generic[K, V]):
+    """A bounded dictionary of facts about immutable things (safe to share across threads:
+    each step is one dict operation)."""
+
+    def __init__(self, max_entries: int = MEMO_ENTRIES) -> None:
+        self.max_entries = max_entries
+        self._data: dict[K, V] = {}
+
+    def get(self, key: K) -> V | None:
+        return self._data.get(key)
+
+    def __contains__(self, key: K) -> bool:
+        return key in self._data
+
+    def put(self, key: K, value: V) -> V:
+        if len(self._data) >= self.max_entries:
+            self._data.clear()
+        self._data[key] = value
+        return value
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One servable tree: `version` is the commit SHA (None when served from disk)."""
+
+    version: str | None
+    committed_at: str | None
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The secrets files of a tree: `environments` are served (by name, sorted);
+    `misnamed` are the names of `*.enc.yaml` files that are not `<environment>.enc.yaml`
+    with a valid environment, so they are not."""
+
+    environments: tuple[str, ...]
+    misnamed: tuple[str, ...]
+
+
+def list_files(names: list[str]) -> Listing:
+    environments, misnamed = [], []
+    for name in names:
+        environment = environment_of(name)
+        if environment is not None:
+            environments.append(environment)
+        elif name.endswith(SUFFIX):
+            misnamed.append(name)
+    return Listing(tuple(sorted(environments)), tuple(sorted(misnamed)))
+
+
+class Tree(Protocol):
+    def served(self) -> Snapshot: ...
+    def at_version(self, version: str) -> Snapshot: ...
+    def blob(self, snapshot: Snapshot, environment: str) -> tuple[str, bytes | None] | None: ...
+    def listing(self, snapshot: Snapshot) -> Listing: ...
+
+
+class SecretStore:
+    """Decrypted documents from a Tree, cached by content id in a Decryptor."""
+
+    def __init__(self, tree: Tree, decryptor: Decryptor) -> None:
+        self.tree = tree
+        self.decryptor = decryptor
+
+    @classmethod
+    def open(cls, secrets_dir: Path, ref: str, decryptor: Decryptor) -> SecretStore:
+        return cls(open_tree(secrets_dir, ref), decryptor)
+
+    def served(self) -> Snapshot:
+        return self.tree.served()
+
+    def at_version(self, version: str) -> Snapshot:
+        return self.tree.at_version(version)
+
+    def document(self, snapshot: Snapshot, environment: str) -> dict[str, Value]:
+        """The decrypted document; NotFound when the environment has no file there,
+        FileRefused when the file is not served, DecryptFailed when sops cannot
+        decrypt it."""
+        found = self.tree.blob(snapshot, environment)
+        if found is None:
+            raise NotFound(f"environment {environment!r} not found")
+        content_id, data = found
+
+        def load() -> bytes:
+            if data is not None:
+                return data
+            return self.tree.blob_data(content_id)  # type: ignore[attr-defined]
+
+        return self.decryptor.document(content_id, load)
+
+    def environments(self, snapshot: Snapshot) -> list[str]:
+        """The environments with a file in the tree (files with other names are left out)."""
+        return list(self.tree.listing(snapshot).environments)
+
+    def listing(self, snapshot: Snapshot) -> Listing:
+        return self.tree.listing(snapshot)
+
+
+def open_tree(secrets_dir: Path, ref: str) -> Tree:
+    """A GitTree when `secrets_dir` lies inside a Git work tree, else a DiskTree."""
+    try:
+        repo = git.Repo(secrets_dir, search_parent_directories=True)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        return DiskTree(secrets_dir)
+    if repo.bare or repo.working_tree_dir is None:
+        return DiskTree(secrets_dir)
+    top = Path(repo.working_tree_dir).resolve()
+    subdir = secrets_dir.resolve().relative_to(top).as_posix()
+    return GitTree(repo, "" if subdir == "." else subdir, ref)
+
+
+class DiskTree:
+    """A directory outside Git: no versions; content ids are hashes of the bytes.
+
+    A file is re-read and re-hashed only when its stat changes; one changed within the
+    last RACY_SECONDS is re-read on every request, so a write is never missed."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._files: Memo[str, tuple[tuple[int, int, int, int], str, bytes]] = Memo(256)
+
+    def served(self) -> Snapshot:
+        return Snapshot(None, None)
+
+    def at_version(self, version: str) -> Snapshot:
+        raise BadRequest("version: the secrets are not in a Git repository")
+
+    def blob(self, snapshot: Snapshot, environment: str) -> tuple[str, bytes | None] | None:
+        """(hash, bytes) of the environment's file; None when it has none. FileRefused for
+        a file too large to read."""
+        path = os.path.join(self.directory, f"{environment}{SUFFIX}")
+        try:
+            st = os.stat(path)
+            stamp = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            known = self._files.get(path)
+            if known is not None and known[0] == stamp:
+                return known[1], known[2]
+            if st.st_size > MAX_FILE_BYTES:
+                raise FileRefused(FILE_TOO_LARGE)
+            with open(path, "rb") as f:
+                data = f.read(MAX_FILE_BYTES + 1)  # it may have grown since the stat
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+        if len(data) > MAX_FILE_BYTES:
+            raise FileRefused(FILE_TOO_LARGE)
+        content_id = "sha256:" + hashlib.sha256(data).hexdigest()
+        if time.time() - st.st_ctime > RACY_SECONDS:
+            self._files.put(path, (stamp, content_id, data))
+        return content_id, data
+
+    def listing(self, snapshot: Snapshot) -> Listing:
+        return list_files([p.name for p in self.directory.glob(f"*{SUFFIX}") if p.is_file()])
+
+
+class GitTree:
+    """The committed tree at a ref. The ref is read from the repository's ref files on every
+    request (a few small reads, no git process), so a new commit is served from the next
+    request on; `git` itself is asked only when those files cannot answer."""
+
+    def __init__(self, repo: git.Repo, subdir: str, ref: str) -> None:
+        self.repo = repo
+        self.subdir = subdir
+        self.ref = ref
+        self.git_dir = Path(repo.git_dir)
+        self.common_dir = Path(repo.common_dir)
+        self._lock = threading.Lock()  # GitPython's object reader is not thread-safe
+        self._refs = RefReader(self.git_dir, self.common_dir)
+        self._fixed = FULL_SHA_RE.fullmatch(ref.lower()) is not None  # a commit never moves
+        self._dynamic = bool(_UNSTABLE_REF_CHARS & set(ref))  # e.g. main~1: git every time
+        self._last: tuple[str, Snapshot] | None = None  # (ref's object id, its snapshot)
+        self._snapshots: Memo[str, Snapshot] = Memo()
+        self._blob_ids: Memo[tuple[str, str], str | None] = Memo()
+        self._blob_sizes: Memo[str, int] = Memo()
+        self._versions: Memo[tuple[str, str], str | None] = Memo()
+        self._reachable: Memo[tuple[str, str], bool] = Memo()
+        self._listings: Memo[str, Listing] = Memo(256)
+
+    # -- the served ref ---------------------------------------------------------------
+    def served(self) -> Snapshot:
+        """The commit the ref names now; NotFound when it names none."""
+        if self._fixed and self._last is not None:
+            return self._last[1]
+        object_id = None if self._dynamic else self._refs.resolve(self.ref)
+        last = self._last
+        if object_id is not None and last is not None and last[0] == object_id:
+            return last[1]
+        if object_id is None:
+            object_id = self._rev_parse(self.ref)
+            if object_id is None:
+                raise NotFound("the served ref has no commit")
+        snapshot = self._snapshots.get(object_id)
+        if snapshot is None:
+            snapshot = self._commit_snapshot(object_id)
+            if snapshot is None:  # not a commit after all: let git say what the ref names
+                sha = self._rev_parse(self.ref)
+                snapshot = None if sha is None else self._commit_snapshot(sha)
+            if snapshot is None:
+                raise NotFound("the served ref has no commit")
+            self._snapshots.put(object_id, snapshot)
+        self._last = (object_id, snapshot)
+        return snapshot
+
+    def _commit_snapshot(self, object_id: str) -> Snapshot | None:
+        """The commit an object id names (through annotated tags) and its time, in one
+        read from GitPython's long-lived `git cat-file`; None if it names no commit."""
+        with self._lock:
+            try:
+                sha, kind, _, data = self.repo.git.get_object_data(f"{object_id}^{{commit}}")
+            except (ValueError, OSError):
+                return None
+        if _text(kind) != "commit":
+            return None
+        return Snapshot(_text(sha), committed_at(data))
+
+    def _git(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["git", "--git-dir", str(self.git_dir), *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        )
+
+    def _rev_parse(self, name: str) -> str | None:
+        proc = self._git(
+            "rev-parse", "--verify", "--quiet", "--end-of-options", f"{name}^{{commit}}"
+        )
+        sha = proc.stdout.strip()
+        return sha if proc.returncode == 0 and len(sha) == 40 else None
+
+    def _commit_time(self, sha: str) -> str:
+        snapshot = self._commit_snapshot(sha)
+        if snapshot is None or snapshot.committed_at is None:
+            raise NotFound("version not found")
+        return snapshot.committed_at
+
+    # -- other versions -----------------------------------------------------------------
+    def at_version(self, version: str) -> Snapshot:
+        """The tree at a commit reachable from the served ref: 400 for anything that is not
+        7-40 hex digits, 404 for an unknown or unreachable commit."""
+        if not VERSION_RE.fullmatch(version):
+            raise BadRequest("version must be a commit SHA of 7 to 40 hex digits")
+        served = self.served()
+        head = served.version or ""
+        key = (version.lower(), head)
+        if key in self._versions:
+            sha = self._versions.get(key)
+        else:
+            sha = self._rev_parse(version.lower())
+            if sha is not None and not self._is_reachable(sha, head):
+                sha = None
+            self._versions.put(key, sha)
+        if sha is None:
+            raise NotFound("version not found")
+        snapshot = self._snapshots.get(sha) or self._commit_snapshot(sha)
+        if snapshot is None:
+            raise NotFound("version not found")
+        return self._snapshots.put(sha, snapshot)
+
+    def _is_reachable(self, sha: str, head: str) -> bool:
+        key = (sha, head)
+        known = self._reachable.get(key)
+        if known is None:
+            known = self._git("merge-base", "--is-ancestor", sha, head).returncode == 0
+            self._reachable.put(key, known)
+        return known
+
+    # -- blobs --------------------------------------------------------------------------------
+    def file_path(self, environment: str) -> str:
+        return (
+            str(PurePosixPath(self.subdir, f"{environment}{SUFFIX}"))
+            if self.subdir
+            else f"{environment}{SUFFIX}"
+        )
+
+    def blob(self, snapshot: Snapshot, environment: str) -> tuple[str, bytes | None] | None:
+        """(blob id, None) of the environment's file in that commit, or None if it has none."""
+        key = (snapshot.version or "", environment)
+        if key in self._blob_ids:
+            blob_id = self._blob_ids.get(key)
+        else:
+            name = f"{snapshot.version}:{self.file_path(environment)}"
+            with self._lock:  # one `git cat-file` round trip: "<commit>:<path>" names the blob
+                try:
+                    object_id, kind, size = self.repo.git.get_object_header(name)
+                except (ValueError, OSError):
+                    object_id, kind, size = None, None, 0
+            blob_id = _text(object_id) if kind is not None and _text(kind) == "blob" else None
+            if blob_id is not None:
+                self._blob_sizes.put(blob_id, int(size))
+            self._blob_ids.put(key, blob_id)
+        return None if blob_id is None else (blob_id, None)
+
+    def blob_data(self, blob_id: str) -> bytes:
+        """The blob's bytes; FileRefused for one too large to read (its size is known
+        from its header, so nothing of it is read)."""
+        with self._lock:
+            try:
+                size = self._blob_sizes.get(blob_id)
+                if size is None:
+                    size = self.repo.odb.info(bytes.fromhex(blob_id)).size
+                if size > MAX_FILE_BYTES:
+                    raise FileRefused(FILE_TOO_LARGE)
+                return self.repo.odb.stream(bytes.fromhex(blob_id)).read()
+            except (gitdb.exc.BadObject, ValueError):
+                raise NotFound("environment not found") from None
+
+    def listing(self, snapshot: Snapshot) -> Listing:
+        version = snapshot.version or ""
+        known = self._listings.get(version)
+        if known is not None:
+            return known
+        with self._lock:
+            tree = self.repo.commit(snapshot.version).tree
+            if self.subdir:
+                try:
+                    tree = tree / self.subdir
+                except KeyError:
+                    return Listing((), ())
+            found = list_files([b.name for b in tree.blobs])
+        return self._listings.put(version, found)

@@ -1,0 +1,3 @@
+"""Tokens: claims, minting and verification (HS256, scoped), and the per-worker memo of tokens
+already verified.
+"""

@@ -1,0 +1,141 @@
+"""The SDK's answer cache and the single flight that keeps threads from
+asking the broker the same question at once.
+
+An answer younger than `ttl` is served without a request (so without using one of a
+limited token's uses); one up to `max_stale` old is kept for when the broker is down.
+Ages count from when the answer was fetched. Thread-safe.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+MAX_ENTRIES = 4096  # least recently used answers go first past this
+
+
+@dataclass(frozen=True)
+class Cached(Generic[T]):
+    answer: T = field(repr=False)
+    fetched_at: float
+
+
+class AnswerCache(Generic[T]):
+    """Answers by request; `ttl` 0 keeps nothing."""
+
+    def __init__(
+        self,
+        ttl: float,
+        max_stale: float,
+        clock: Callable[[], float] = time.monotonic,
+        max_entries: int = MAX_ENTRIES,
+    ) -> None:
+        if ttl < 0 or max_stale < 0:
+            raise ValueError("cache_ttl and max_stale cannot be negative")
+        self.ttl = ttl
+        self.max_stale = max_stale
+        self._clock = clock
+        self._max_entries = max_entries
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[Hashable, Cached[T]] = OrderedDict()
+
+    @property
+    def enabled(self) -> bool:
+        return self.ttl > 0
+
+    def fresh(self, key: Hashable) -> T | None:
+        """The answer if it was fetched less than `ttl` ago."""
+        entry = self._entry(key, self.ttl, inclusive=False)
+        return None if entry is None else entry.answer
+
+    def stale(self, key: Hashable) -> Cached[T] | None:
+        """The entry if it was fetched at most `max_stale` ago (for when the broker fails)."""
+        return self._entry(key, self.max_stale, inclusive=True)
+
+    def age(self, entry: Cached[T]) -> float:
+        return self._clock() - entry.fetched_at
+
+    def put(self, key: Hashable, answer: T) -> None:
+        if not self.enabled:
+            return
+        with self._lock:
+            self._entries[key] = Cached(answer, self._clock())
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._max_entries:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def _entry(self, key: Hashable, limit: float, inclusive: bool) -> Cached[T] | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            age = self._clock() - entry.fetched_at
+            if age > max(self.ttl, self.max_stale):
+                del self._entries[key]  # of no use any more
+                return None
+            if age < limit or (inclusive and age <= limit):
+                self._entries.move_to_end(key)
+                return entry
+            return None
+
+
+class SingleFlight(Generic[T]):
+    """Runs one call per key at a time; threads asking meanwhile share its outcome (its
+    answer, or the same exception, as `concurrent.futures` waiters do). If the call is
+    interrupted (KeyboardInterrupt, SystemExit), a waiting thread makes its own."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._flights: dict[Hashable, Future[T | _Interrupted]] = {}
+
+    def run(self, key: Hashable, call: Callable[[], T]) -> T:
+        while True:
+            with self._lock:
+                flight = self._flights.get(key)
+                leader = flight is None
+                if flight is None:
+                    flight = self._flights[key] = Future()
+            if leader:
+                return self._lead(key, flight, call)
+            outcome = flight.result()
+            if not isinstance(outcome, _Interrupted):
+                return outcome
+
+    def _lead(self, key: Hashable, flight: Future[T | _Interrupted], call: Callable[[], T]) -> T:
+        # The flight leaves the table before its waiters wake, so a retry starts afresh.
+        try:
+            answer = call()
+        except Exception as exc:
+            self._land(key)
+            flight.set_exception(exc)
+            raise
+        except BaseException:
+            self._land(key)
+            flight.set_result(_Interrupted())
+            raise
+        self._land(key)
+        flight.set_result(answer)
+        return answer
+
+    def _land(self, key: Hashable) -> None:
+        with self._lock:
+            del self._flights[key]
+
+
+class _Interrupted:
+    """The leading call did not finish: the waiters try again themselves."""

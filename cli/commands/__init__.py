@@ -1,0 +1,1 @@
+"""vanta-cli's commands: each module parses options and calls library code."""

@@ -1,0 +1,3 @@
+"""Secrets edited the GitOps way: a checkout of SOPS files, one commit per change, history and
+rollback, and the checks a pull request runs.
+"""
