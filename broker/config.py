@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from broker.web.proxies import Network, parse_networks
 
 MIN_KEY_BYTES = 32
 DEFAULT_TRUSTED_PROXY_NETWORKS = "127.0.0.0/8,::1/128"
@@ -31,6 +30,23 @@ SECRET_VARIABLES = (
 def drop_secret_variables(environ: MutableMapping[str, str]) -> None:
     for name in SECRET_VARIABLES:
         environ.pop(name, None)
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(text: str) -> tuple[Network, ...]:
+    """Comma-separated CIDRs; ValueError names the first that is not one."""
+    networks = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(item) from None
+    return tuple(networks)
 
 
 class ConfigError(Exception):
@@ -111,10 +127,11 @@ class Keyring:
         return cls(tuple(keys))
 
 
-def _int(environ: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+def _int(environ: Mapping[str, str], name: str, minimum: int = 1) -> int | None:
+    """The variable as a whole number of at least `minimum`; None when it is not set."""
     raw = environ.get(name)
     if raw is None or raw == "":
-        return default
+        return None
     try:
         value = int(raw)
     except ValueError:
@@ -124,10 +141,10 @@ def _int(environ: Mapping[str, str], name: str, default: int, minimum: int = 1) 
     return value
 
 
-def _flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
+def _flag(environ: Mapping[str, str], name: str) -> bool | None:
     raw = environ.get(name, "").strip().lower()
     if raw == "":
-        return default
+        return None
     if raw in ("1", "on", "true", "yes"):
         return True
     if raw in ("0", "off", "false", "no"):
@@ -161,9 +178,11 @@ def _state_url(raw: str | None) -> SecretValue | None:
     return SecretValue(raw)  # it may carry a password
 
 
-def _networks(raw: str | None) -> tuple[Network, ...]:
+def _networks(raw: str | None) -> tuple[Network, ...] | None:
+    if raw is None:
+        return None
     try:
-        networks = parse_networks(raw if raw is not None else DEFAULT_TRUSTED_PROXY_NETWORKS)
+        networks = parse_networks(raw)
     except ValueError as exc:
         raise ConfigError(
             f"VANTA_TRUSTED_PROXY_NETWORKS: {str(exc)!r} is not a network "
@@ -215,46 +234,83 @@ class Config:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Config:
-        """Build the configuration; raise ConfigError naming the variable that is wrong."""
-        secrets_dir = Path(environ.get("VANTA_SOPS_FILES_PATH") or "secrets")
-        remote = environ.get("VANTA_GIT_REMOTE") or None
-        signers = environ.get("VANTA_GIT_ALLOWED_SIGNERS") or None
-        if signers and not Path(signers).is_file():
-            raise ConfigError(f"VANTA_GIT_ALLOWED_SIGNERS: {signers!r} is not a file")
-        if remote is None and not secrets_dir.is_dir():
-            raise ConfigError(f"VANTA_SOPS_FILES_PATH: {str(secrets_dir)!r} is not a directory")
-        cache = environ.get("VANTA_DECRYPT_CACHE", "on").strip().lower() or "on"
-        if cache not in ("on", "off"):
-            raise ConfigError("VANTA_DECRYPT_CACHE must be on or off")
-        key_file = environ.get("SOPS_AGE_KEY_FILE")
-        return cls(
-            keyring=Keyring.from_env(environ),
-            sops_files_path=secrets_dir,
-            git_ref=environ.get("VANTA_GIT_REF") or "HEAD",
-            audit_log=Path(environ.get("VANTA_AUDIT_LOG") or "audit/access.jsonl"),
-            audit_fsync=_flag(environ, "VANTA_AUDIT_FSYNC", False),
-            audit_max_bytes=_int(environ, "VANTA_AUDIT_MAX_BYTES", 100 * 1024 * 1024, 1024),
-            state_db=Path(environ.get("VANTA_STATE_DB") or "state/broker.db"),
-            jwt_issuer=environ.get("VANTA_JWT_ISSUER") or "vanta-vault",
-            jwt_audience=environ.get("VANTA_JWT_AUDIENCE") or "vanta-vault-api",
-            max_ttl_minutes=_int(environ, "VANTA_MAX_TTL_MINUTES", 1440),
-            sops_bin=environ.get("VANTA_SOPS_BIN") or default_sops_bin(),
-            sops_age_key_file=Path(key_file) if key_file else None,
-            sops_age_key=_optional_secret(environ.get("SOPS_AGE_KEY")),
-            decrypt_cache=cache == "on",
-            state_url=_state_url(environ.get("VANTA_STATE_URL")),
-            git_remote=SecretValue(remote) if remote else None,
-            git_branch=environ.get("VANTA_GIT_BRANCH") or "main",
-            git_poll_seconds=_int(environ, "VANTA_GIT_POLL_SECONDS", 30, minimum=0),
-            git_cache=Path(environ.get("VANTA_GIT_CACHE") or "state/git-cache"),
-            webhook_secret=_optional_secret(environ.get("VANTA_WEBHOOK_SECRET")),
-            git_allowed_signers=Path(signers) if signers else None,
-            metrics_token=_optional_secret(environ.get("VANTA_METRICS_TOKEN")),
-            rate_limit=_rate(environ.get("VANTA_RATE_LIMIT")),
-            auth_failures_per_minute=_int(environ, "VANTA_AUTH_FAILURES_PER_MINUTE", 30, 0),
-            trusted_proxies=_int(environ, "VANTA_TRUSTED_PROXIES", 0, 0),
-            trusted_proxy_networks=_networks(environ.get("VANTA_TRUSTED_PROXY_NETWORKS")),
-            tls_cert=environ.get("VANTA_TLS_CERT") or None,
-            tls_key=environ.get("VANTA_TLS_KEY") or None,
-            tls_client_ca=environ.get("VANTA_TLS_CLIENT_CA") or None,
+        """Build the configuration; raise ConfigError naming the variable that is wrong.
+        A variable that is unset (or empty) leaves its field at the default above."""
+
+        def text(name: str) -> str | None:
+            return environ.get(name) or None
+
+        def path(name: str) -> Path | None:
+            raw = text(name)
+            return Path(raw) if raw else None
+
+        def secret(name: str) -> SecretValue | None:
+            raw = text(name)
+            return SecretValue(raw) if raw else None
+
+        cache = _flag(environ, "VANTA_DECRYPT_CACHE")
+        given = {
+            "sops_files_path": path("VANTA_SOPS_FILES_PATH"),
+            "git_ref": text("VANTA_GIT_REF"),
+            "audit_log": path("VANTA_AUDIT_LOG"),
+            "audit_fsync": _flag(environ, "VANTA_AUDIT_FSYNC"),
+            "audit_max_bytes": _int(environ, "VANTA_AUDIT_MAX_BYTES", 1024),
+            "state_db": path("VANTA_STATE_DB"),
+            "sops_bin": text("VANTA_SOPS_BIN"),
+            "sops_age_key_file": path("SOPS_AGE_KEY_FILE"),
+            "sops_age_key": secret("SOPS_AGE_KEY"),
+            "decrypt_cache": cache,
+            "state_url": _state_url(text("VANTA_STATE_URL")),
+            "git_remote": secret("VANTA_GIT_REMOTE"),
+            "git_branch": text("VANTA_GIT_BRANCH"),
+            "git_poll_seconds": _int(environ, "VANTA_GIT_POLL_SECONDS", minimum=0),
+            "git_cache": path("VANTA_GIT_CACHE"),
+            "webhook_secret": secret("VANTA_WEBHOOK_SECRET"),
+            "git_allowed_signers": path("VANTA_GIT_ALLOWED_SIGNERS"),
+            "metrics_token": secret("VANTA_METRICS_TOKEN"),
+            "rate_limit": _rate(text("VANTA_RATE_LIMIT")),
+            "auth_failures_per_minute": _int(environ, "VANTA_AUTH_FAILURES_PER_MINUTE", 0),
+            "trusted_proxies": _int(environ, "VANTA_TRUSTED_PROXIES", 0),
+            "trusted_proxy_networks": _networks(text("VANTA_TRUSTED_PROXY_NETWORKS")),
+            "tls_cert": text("VANTA_TLS_CERT"),
+            "tls_key": text("VANTA_TLS_KEY"),
+            "tls_client_ca": text("VANTA_TLS_CLIENT_CA"),
+        }
+        minting = MintingSettings.from_env(environ)
+        config = cls(
+            keyring=minting.keyring,
+            jwt_issuer=minting.issuer,
+            jwt_audience=minting.audience,
+            max_ttl_minutes=minting.max_ttl_minutes,
+            **{name: value for name, value in given.items() if value is not None},
         )
+        if config.git_allowed_signers and not config.git_allowed_signers.is_file():
+            raise ConfigError(
+                f"VANTA_GIT_ALLOWED_SIGNERS: {str(config.git_allowed_signers)!r} is not a file"
+            )
+        if config.git_remote is None and not config.sops_files_path.is_dir():
+            raise ConfigError(
+                f"VANTA_SOPS_FILES_PATH: {str(config.sops_files_path)!r} is not a directory"
+            )
+        return config
+
+
+@dataclass(frozen=True)
+class MintingSettings:
+    """What signing a token needs, read as the broker reads it (also by
+    `vanta-cli token generate --offline`, which mints without a broker)."""
+
+    keyring: Keyring
+    issuer: str = Config.jwt_issuer
+    audience: str = Config.jwt_audience
+    max_ttl_minutes: int = Config.max_ttl_minutes
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> MintingSettings:
+        given = {
+            "issuer": environ.get("VANTA_JWT_ISSUER") or None,
+            "audience": environ.get("VANTA_JWT_AUDIENCE") or None,
+            "max_ttl_minutes": _int(environ, "VANTA_MAX_TTL_MINUTES"),
+        }
+        keyring = Keyring.from_env(environ)
+        return cls(keyring, **{name: value for name, value in given.items() if value})

@@ -9,9 +9,8 @@ import pytest
 import requests
 from conftest import bearer, make_token, minute_with_room, read_audit
 
-from broker.config import Config, ConfigError
+from broker.config import Config, ConfigError, parse_networks
 from broker.web.app import create_app
-from broker.web.proxies import parse_networks
 
 
 def jti_of(token: str) -> str:

@@ -13,13 +13,9 @@ from collections.abc import Mapping
 import orjson
 
 from broker import errors as broker_errors
-from broker.config import ConfigError, Keyring
+from broker.config import ConfigError, MintingSettings
 from broker.tokens.claims import MintRequest, mint, mint_answer
 from cli.client import BadRequest, MintedToken, TokenRequest, VaultError
-
-DEFAULT_ISSUER = "vanta-vault"
-DEFAULT_AUDIENCE = "vanta-vault-api"
-DEFAULT_MAX_TTL_MINUTES = 1440
 
 
 class OfflineMintError(VaultError):
@@ -34,29 +30,15 @@ def mint_offline(request: TokenRequest, environ: Mapping[str, str]) -> MintedTok
     OfflineMintError for a bad configuration.
     """
     try:
-        keyring = Keyring.from_env(environ)
+        settings = MintingSettings.from_env(environ)
     except ConfigError as exc:
         raise OfflineMintError(str(exc)) from None
     try:
-        wanted = MintRequest.from_json(request.to_json(), _max_ttl(environ))
+        wanted = MintRequest.from_json(request.to_json(), settings.max_ttl_minutes)
     except broker_errors.BadRequest as exc:
         raise BadRequest(exc.status, exc.code, exc.message, None) from None
     token, claims = mint(
-        wanted,
-        keyring,
-        issuer=environ.get("VANTA_JWT_ISSUER") or DEFAULT_ISSUER,
-        audience=environ.get("VANTA_JWT_AUDIENCE") or DEFAULT_AUDIENCE,
+        wanted, settings.keyring, issuer=settings.issuer, audience=settings.audience
     )
     answer = mint_answer(token, claims)
     return MintedToken.from_answer(answer, orjson.dumps(answer).decode())
-
-
-def _max_ttl(environ: Mapping[str, str]) -> int:
-    raw = environ.get("VANTA_MAX_TTL_MINUTES") or ""
-    if not raw:
-        return DEFAULT_MAX_TTL_MINUTES
-    if not raw.strip().isdigit() or int(raw) < 1:
-        raise OfflineMintError(
-            f"VANTA_MAX_TTL_MINUTES must be a whole number of at least 1, not {raw!r}"
-        )
-    return int(raw)
