@@ -23,7 +23,7 @@ from gunicorn.workers.gthread import ThreadWorker
 
 from broker.config import Config
 from broker.serving import ServeOptions, load_app
-from broker.web.app import CLIENT_CERT_KEY
+from broker.web.hooks import CLIENT_CERT_KEY
 
 # A client gets this long to finish its TLS handshake and send a whole request.
 HEAD_TIMEOUT_SECONDS = 10.0

@@ -27,7 +27,7 @@ from broker.tokens.claims import Claims
 from broker.ui import ui
 from broker.ui.audit_view import as_rfc3339, parse_page, read_page
 from broker.ui.signin import require, signed_in
-from broker.web.api import parts
+from broker.web.parts import parts
 from broker.web.rotation_api import rotation_report
 
 

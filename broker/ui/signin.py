@@ -26,7 +26,7 @@ from broker.ui.session import (
     new_browser_id,
     new_session_id,
 )
-from broker.web.api import parts
+from broker.web.parts import parts
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'",

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 import orjson
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response, g, request
 
 from broker import scope as names
 from broker.errors import (
@@ -26,16 +26,13 @@ from broker.state.sqlite import MintedToken
 from broker.store.history import history_answer
 from broker.store.tree import Snapshot
 from broker.tokens.claims import Claims, MintRequest, mint, mint_answer
+from broker.web.parts import parts
 from broker.web.responses import BrokerResponse
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 
 MAX_BATCH_KEYS = 1000
 MAX_BODY_BYTES = 1024 * 1024
-
-
-def parts():  # the wired components, set by create_app
-    return current_app.extensions["vanta"]
 
 
 _JSON = [("Content-Type", "application/json")]

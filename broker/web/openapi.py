@@ -11,9 +11,10 @@ from functools import lru_cache
 from typing import Any
 
 import orjson
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 
 from broker.scope import MAX_KEY_LENGTH, PERMISSIONS
+from broker.web.parts import parts
 
 openapi = Blueprint("openapi", __name__, url_prefix="/api/v1")
 
@@ -707,7 +708,7 @@ def _rendered(max_ttl_minutes: int) -> tuple[bytes, str]:
 @openapi.get("/openapi.json")
 def openapi_document() -> Response:
     """The document; no authentication, no audit record, revalidated by ETag."""
-    body, etag = _rendered(current_app.extensions["vanta"].config.max_ttl_minutes)
+    body, etag = _rendered(parts().config.max_ttl_minutes)
     response = Response(body, mimetype="application/json")
     response.set_etag(etag)
     response.headers["Cache-Control"] = "public, max-age=300"

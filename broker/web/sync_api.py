@@ -11,7 +11,8 @@ from flask import Blueprint, Response, request
 
 from broker.errors import AuditUnavailable, NotFound, SignatureInvalid, SyncFailed, SyncRefused
 from broker.store.remote import SyncOutcome
-from broker.web.api import audit, audited, json_response, parts
+from broker.web.api import audit, audited, json_response
+from broker.web.parts import parts
 
 sync = Blueprint("sync", __name__, url_prefix="/api/v1")
 log = logging.getLogger("vanta.remote")
