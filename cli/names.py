@@ -7,13 +7,14 @@ The rules themselves are the broker's (`broker.scope`); only the wording is the 
 from __future__ import annotations
 
 import difflib
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
 from broker.scope import ALL, MAX_KEY_LENGTH, is_environment, is_key, is_pattern
+from broker.store.git import GitUnavailable
+from broker.store.git import run as run_git
 
 ENVIRONMENT_RULE = (
     "lower-case letters, digits, '-' and '_', starting with a letter or digit, at most 63 "
@@ -74,16 +75,10 @@ def checkout_environments(start: Path | None = None) -> KnownEnvironments | None
     """The environments of the Git checkout holding `start` (default: the current
     directory), or None outside one or when it has no secrets/ directory."""
     try:
-        proc = subprocess.run(
-            ["git", "-C", str(start or Path.cwd()), "rev-parse", "--show-toplevel"],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=30,
-        )
-    except (OSError, subprocess.TimeoutExpired):
+        proc = run_git("rev-parse", "--show-toplevel", cwd=start or Path.cwd(), timeout=30)
+    except GitUnavailable:
         return None
-    if proc.returncode != 0 or not proc.stdout.strip():
+    if not proc.ok or not proc.stdout.strip():
         return None
     top = Path(proc.stdout.strip())
     return environments_in(top)

@@ -26,6 +26,8 @@ def NOT_SOURCES(directory: str, names: list[str]) -> set[str]:
     if Path(directory) == ROOT:
         ignored |= {"state", "audit"} & set(names)
     return ignored
+
+
 SETUPTOOLS_WARNING = re.compile(r"BackendWarning|DeprecationWarning|absent from|SetuptoolsWarning")
 
 

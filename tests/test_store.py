@@ -4,7 +4,6 @@ always the committed tree, never the work tree; memo tables bounded."""
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 from conftest import DEV_SECRETS, SOPS_BIN, SecretsRepo, git
 
 from broker.errors import BadRequest, NotFound
+from broker.store.git import Answer
 from broker.store.refs import RefReader, parse_packed_refs
 from broker.store.sops import Decryptor
 from broker.store.tree import DiskTree, GitTree, Memo, SecretStore, open_tree
@@ -22,7 +22,7 @@ class CountingGitTree(GitTree):
 
     git_runs = 0
 
-    def _git(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def _git(self, *args: str) -> Answer:  # type: ignore[type-arg]
         self.git_runs += 1
         return super()._git(*args)
 

@@ -25,7 +25,6 @@ on the branch it came from, with its own author and message.
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
 import threading
 from collections import OrderedDict, deque
@@ -47,13 +46,14 @@ from broker.store.files import (
     MAX_FILE_BYTES,
     refusal,
 )
+from broker.store.git import GitUnavailable
+from broker.store.git import run as run_git
 from broker.store.sops import flatten
 
 if TYPE_CHECKING:  # the CLI reads history without loading the broker's store
     from broker.store.tree import SecretStore, Snapshot
 
 ADDED, CHANGED, REMOVED = "added", "changed", "removed"
-GIT_TIMEOUT_SECONDS = 120
 LEAF_CACHE_ENTRIES = 20_000  # parsed blobs; a 1,000-commit history needs ~1,000
 LEAF_CACHE_BYTES = 32 * 1024 * 1024  # estimated; shared ciphertext is interned, so less
 LOG_CACHE_COMMITS = 50_000  # commits held across all cached logs (~600 bytes each)
@@ -358,19 +358,12 @@ def _leaves_weight(leaves: Parsed) -> int:
 
 def _git(git_dir: str, *args: str, stdin: bytes | None = None) -> bytes:
     try:
-        proc = subprocess.run(
-            ["git", "--git-dir", git_dir, *_GIT_CONFIG, *args],
-            input=stdin,
-            capture_output=True,
-            check=False,
-            timeout=GIT_TIMEOUT_SECONDS,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise HistoryError(f"git could not run: {type(exc).__name__}") from None
-    if proc.returncode != 0:
-        reason = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise HistoryError(reason[0] if reason else f"git {args[0]} failed")
-    return proc.stdout
+        answer = run_git(*_GIT_CONFIG, *args, git_dir=git_dir, stdin=stdin, binary=True)
+    except GitUnavailable as exc:
+        raise HistoryError(str(exc)) from None
+    if not answer.ok:
+        raise HistoryError(answer.reason)
+    return answer.stdout
 
 
 def _blob_sizes(git_dir: str, blob_ids: list[str]) -> dict[str, int]:

@@ -12,15 +12,14 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import subprocess
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import git
-
 from broker.errors import NotFound, TreeUnavailable
+from broker.store.git import Answer, GitUnavailable, repository_at
+from broker.store.git import run as run_git
 from broker.store.tree import GitTree, Snapshot
 
 log = logging.getLogger("vanta.remote")
@@ -28,7 +27,6 @@ log = logging.getLogger("vanta.remote")
 SERVED_REF = "refs/vanta/served"
 FETCHED_REF = "refs/vanta/fetched"
 REFUSED_REF = "refs/vanta/refused"  # the last refused tip, so a poll reports it once
-GIT_TIMEOUT_SECONDS = 120
 
 
 @dataclass(frozen=True)
@@ -57,26 +55,22 @@ class RemoteMirror:
         self.allowed_signers = allowed_signers
         self._ensure()
 
-    def _git(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["git", "--git-dir", str(self.git_dir), *args],
-            capture_output=True,
-            text=True,
-            check=check,
-            timeout=GIT_TIMEOUT_SECONDS,
-            env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
-        )
+    def _git(self, *args: str) -> Answer:  # type: ignore[type-arg]
+        """git's answer; one that could not run is a failure like any other (fail closed)."""
+        try:
+            return run_git(*args, git_dir=self.git_dir)
+        except GitUnavailable as exc:
+            return Answer(1, "", str(exc))
 
     def _ensure(self) -> None:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         with self._flock():
             if not (self.git_dir / "HEAD").exists():
-                init = subprocess.run(
-                    ["git", "init", "--quiet", "--bare", str(self.git_dir)],
-                    capture_output=True,
-                    check=False,
-                )
-                if init.returncode != 0:
+                try:
+                    created = run_git("init", "--quiet", "--bare", str(self.git_dir)).ok
+                except GitUnavailable:
+                    created = False
+                if not created:
                     raise MirrorError("cannot create the Git mirror in VANTA_GIT_CACHE")
             # Set once at start-up; every fetch names `origin`, so the URL (which may carry
             # credentials) is in no later command line, log line or exception text.
@@ -194,7 +188,7 @@ class RemoteTree(GitTree):
     """The tree at the mirror's served ref; 503 until a first commit is served."""
 
     def __init__(self, mirror: RemoteMirror, subdir: str) -> None:
-        super().__init__(git.Repo(mirror.git_dir), subdir.strip("/"), SERVED_REF)
+        super().__init__(repository_at(mirror.git_dir), subdir.strip("/"), SERVED_REF)
         self.mirror = mirror
 
     def served(self) -> Snapshot:
@@ -226,7 +220,7 @@ class Poller:
         while not self._stop.wait(self.interval):
             try:
                 outcome = self.mirror.sync(blocking=False)
-            except (OSError, subprocess.SubprocessError):
+            except OSError:  # git's own failures come back as answers
                 log.error("git poll failed")
                 continue
             if outcome is not None:

@@ -9,7 +9,6 @@ evaluate through `evaluate()`.
 from __future__ import annotations
 
 import math
-import subprocess
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +21,8 @@ from ruamel.yaml.error import YAMLError
 from broker.errors import FileRefused
 from broker.scope import ALL, is_environment, is_pattern, pattern_matches
 from broker.store.files import MISNAMED, SUFFIX, YAMLRefused, environment_of, load_yaml
+from broker.store.git import Answer, GitUnavailable
+from broker.store.git import run as run_git
 
 POLICY_FILE = ".vanta.yaml"
 MAX_POLICY_BYTES = 1024 * 1024
@@ -201,26 +202,18 @@ def read_policy_file(repo_root: Path) -> Policy:
 def read_policy_at(git_dir: str, commit: str) -> Policy:
     """The policy in `.vanta.yaml` at the root of `commit` (a full SHA, so cacheable)."""
     source = f"{POLICY_FILE} at {commit[:12]}"
-    size = subprocess.run(
-        ["git", "--git-dir", git_dir, "cat-file", "-s", f"{commit}:{POLICY_FILE}"],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=30,
-    )
-    if size.returncode != 0:
-        return Policy()
-    if not size.stdout.strip().isdigit() or int(size.stdout) > MAX_POLICY_BYTES:
-        raise PolicyError(f"{source}: over 1 MiB")  # not read: it could be any size
-    proc = subprocess.run(
-        ["git", "--git-dir", git_dir, "cat-file", "blob", f"{commit}:{POLICY_FILE}"],
-        capture_output=True,
-        check=False,
-        timeout=30,
-    )
-    if proc.returncode != 0:
+    try:
+        size = run_git("cat-file", "-s", f"{commit}:{POLICY_FILE}", git_dir=git_dir)
+        if not size.ok:
+            return Policy()
+        if not size.stdout.strip().isdigit() or int(size.stdout) > MAX_POLICY_BYTES:
+            raise PolicyError(f"{source}: over 1 MiB")  # not read: it could be any size
+        blob = run_git("cat-file", "blob", f"{commit}:{POLICY_FILE}", git_dir=git_dir, binary=True)
+    except GitUnavailable:
+        blob = None
+    if blob is None or not blob.ok:
         raise PolicyError(f"{POLICY_FILE}: cannot be read at {commit[:12]}")
-    return parse_policy(proc.stdout, source)
+    return parse_policy(blob.stdout, source)
 
 
 # -- evaluation -----------------------------------------------------------------------------------
@@ -336,9 +329,11 @@ def repository_check(
     return RepositoryReport(statuses, sorted(skipped, key=lambda f: f.path))
 
 
-def _git(cwd: Path | None, *args: str) -> subprocess.CompletedProcess[str]:
-    command = ["git", *(["-C", str(cwd)] if cwd else []), *args]
-    return subprocess.run(command, capture_output=True, text=True, check=False, timeout=60)
+def _git(cwd: Path | None, *args: str) -> Answer:  # type: ignore[type-arg]
+    try:
+        return run_git(*args, cwd=cwd, timeout=60)
+    except GitUnavailable as exc:
+        raise RepositoryError(str(exc)) from None
 
 
 def _repository(repo: Path) -> tuple[Path, str, str]:

@@ -14,19 +14,22 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import subprocess
-import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Generic, Protocol, TypeVar
 
-import git
-import gitdb.exc
-
 from broker.errors import BadRequest, FileRefused, NotFound
 from broker.store.files import FILE_TOO_LARGE, MAX_FILE_BYTES, SUFFIX, environment_of
+from broker.store.git import (
+    Answer,
+    GitUnavailable,
+    ObjectReader,
+    Repository,
+    open_repository,
+)
+from broker.store.git import run as run_git
 from broker.store.refs import RefReader
 from broker.store.sops import Decryptor, Value
 
@@ -48,11 +51,6 @@ def committed_at(commit_data: bytes) -> str | None:
             epoch = int(line.rsplit(b" ", 2)[1])
             return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return None
-
-
-def _text(value: str | bytes) -> str:
-    """GitPython answers cat-file headers in bytes or str depending on its version."""
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class Memo(Generic[K, V]):
@@ -155,11 +153,8 @@ class SecretStore:
 
 def open_tree(secrets_dir: Path, ref: str) -> Tree:
     """A GitTree when `secrets_dir` lies inside a Git work tree, else a DiskTree."""
-    try:
-        repo = git.Repo(secrets_dir, search_parent_directories=True)
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
-        return DiskTree(secrets_dir)
-    if repo.bare or repo.working_tree_dir is None:
+    repo = open_repository(secrets_dir)
+    if repo is None or repo.working_tree_dir is None:
         return DiskTree(secrets_dir)
     top = Path(repo.working_tree_dir).resolve()
     subdir = secrets_dir.resolve().relative_to(top).as_posix()
@@ -214,13 +209,13 @@ class GitTree:
     request (a few small reads, no git process), so a new commit is served from the next
     request on; `git` itself is asked only when those files cannot answer."""
 
-    def __init__(self, repo: git.Repo, subdir: str, ref: str) -> None:
+    def __init__(self, repo: Repository, subdir: str, ref: str) -> None:
         self.repo = repo
         self.subdir = subdir
         self.ref = ref
         self.git_dir = Path(repo.git_dir)
         self.common_dir = Path(repo.common_dir)
-        self._lock = threading.Lock()  # GitPython's object reader is not thread-safe
+        self._objects = ObjectReader(repo)
         self._refs = RefReader(self.git_dir, self.common_dir)
         self._fixed = FULL_SHA_RE.fullmatch(ref.lower()) is not None  # a commit never moves
         self._dynamic = bool(_UNSTABLE_REF_CHARS & set(ref))  # e.g. main~1: git every time
@@ -260,36 +255,23 @@ class GitTree:
     def _commit_snapshot(self, object_id: str) -> Snapshot | None:
         """The commit an object id names (through annotated tags) and its time, in one
         read from GitPython's long-lived `git cat-file`; None if it names no commit."""
-        with self._lock:
-            try:
-                sha, kind, _, data = self.repo.git.get_object_data(f"{object_id}^{{commit}}")
-            except (ValueError, OSError):
-                return None
-        if _text(kind) != "commit":
+        found = self._objects.data(f"{object_id}^{{commit}}")
+        if found is None or found[1] != "commit":
             return None
-        return Snapshot(_text(sha), committed_at(data))
+        return Snapshot(found[0], committed_at(found[2]))
 
-    def _git(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["git", "--git-dir", str(self.git_dir), *args],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=30,
-        )
+    def _git(self, *args: str) -> Answer:  # type: ignore[type-arg]
+        try:
+            return run_git(*args, git_dir=self.git_dir, timeout=30)
+        except GitUnavailable as exc:
+            return Answer(1, "", str(exc))
 
     def _rev_parse(self, name: str) -> str | None:
-        proc = self._git(
+        found = self._git(
             "rev-parse", "--verify", "--quiet", "--end-of-options", f"{name}^{{commit}}"
         )
-        sha = proc.stdout.strip()
-        return sha if proc.returncode == 0 and len(sha) == 40 else None
-
-    def _commit_time(self, sha: str) -> str:
-        snapshot = self._commit_snapshot(sha)
-        if snapshot is None or snapshot.committed_at is None:
-            raise NotFound("version not found")
-        return snapshot.committed_at
+        sha = found.stdout.strip()
+        return sha if found.ok and len(sha) == 40 else None
 
     # -- other versions -----------------------------------------------------------------
     def at_version(self, version: str) -> Snapshot:
@@ -337,42 +319,31 @@ class GitTree:
             blob_id = self._blob_ids.get(key)
         else:
             name = f"{snapshot.version}:{self.file_path(environment)}"
-            with self._lock:  # one `git cat-file` round trip: "<commit>:<path>" names the blob
-                try:
-                    object_id, kind, size = self.repo.git.get_object_header(name)
-                except (ValueError, OSError):
-                    object_id, kind, size = None, None, 0
-            blob_id = _text(object_id) if kind is not None and _text(kind) == "blob" else None
-            if blob_id is not None:
-                self._blob_sizes.put(blob_id, int(size))
+            header = self._objects.header(name)  # "<commit>:<path>" names the blob
+            blob_id = header[0] if header is not None and header[1] == "blob" else None
+            if header is not None and blob_id is not None:
+                self._blob_sizes.put(blob_id, header[2])
             self._blob_ids.put(key, blob_id)
         return None if blob_id is None else (blob_id, None)
 
     def blob_data(self, blob_id: str) -> bytes:
         """The blob's bytes; FileRefused for one too large to read (its size is known
         from its header, so nothing of it is read)."""
-        with self._lock:
-            try:
-                size = self._blob_sizes.get(blob_id)
-                if size is None:
-                    size = self.repo.odb.info(bytes.fromhex(blob_id)).size
-                if size > MAX_FILE_BYTES:
-                    raise FileRefused(FILE_TOO_LARGE)
-                return self.repo.odb.stream(bytes.fromhex(blob_id)).read()
-            except (gitdb.exc.BadObject, ValueError):
-                raise NotFound("environment not found") from None
+        try:
+            size = self._blob_sizes.get(blob_id)
+            if size is None:
+                size = self._objects.size(blob_id)
+            if size > MAX_FILE_BYTES:
+                raise FileRefused(FILE_TOO_LARGE)
+            return self._objects.blob(blob_id)
+        except ValueError:
+            raise NotFound("environment not found") from None
 
     def listing(self, snapshot: Snapshot) -> Listing:
         version = snapshot.version or ""
         known = self._listings.get(version)
         if known is not None:
             return known
-        with self._lock:
-            tree = self.repo.commit(snapshot.version).tree
-            if self.subdir:
-                try:
-                    tree = tree / self.subdir
-                except KeyError:
-                    return Listing((), ())
-            found = list_files([b.name for b in tree.blobs])
+        names = self._objects.file_names(version, self.subdir)
+        found = Listing((), ()) if names is None else list_files(names)
         return self._listings.put(version, found)

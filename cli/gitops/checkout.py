@@ -10,7 +10,6 @@ history) compares ciphertext across commits and needs no key.
 from __future__ import annotations
 
 import math
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +21,8 @@ from ruamel.yaml.error import YAMLError
 from broker.errors import FileRefused
 from broker.store import history
 from broker.store.files import load_yaml
+from broker.store.git import Answer, GitUnavailable
+from broker.store.git import run as run_git
 from broker.store.history import HistoryError, KeyChange, SkippedVersion
 from broker.store.sops import flatten
 from cli.gitops.sops import Sops, nested, sops_binary
@@ -30,7 +31,6 @@ from cli.names import KnownEnvironments, environment_problem, environments_in, k
 SECRETS_DIR = "secrets"
 SUFFIX = ".enc.yaml"
 VALUE_TYPES = ("string", "number", "bool")
-GIT_TIMEOUT_SECONDS = 120
 _MESSAGE_KEYS = 8  # keys named in a whole-file rollback's message before "and N more"
 
 
@@ -64,20 +64,14 @@ class Checkout:
     def path(self, environment: str) -> Path:
         return self.top / SECRETS_DIR / f"{environment}{SUFFIX}"
 
-    def git(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def git(self, *args: str, check: bool = True) -> Answer:  # type: ignore[type-arg]
         try:
-            proc = subprocess.run(
-                ["git", "-C", str(self.top), *args],
-                capture_output=True,
-                text=True,
-                check=False,
-                timeout=GIT_TIMEOUT_SECONDS,
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise GitOpsError(f"git {args[0]} could not run: {type(exc).__name__}") from None
-        if check and proc.returncode != 0:
-            raise GitOpsError(f"git {args[0]} failed: {_git_reason(proc.stderr)}")
-        return proc
+            answer = run_git(*args, cwd=self.top)
+        except GitUnavailable as exc:
+            raise GitOpsError(f"git {args[0]}: {exc}") from None
+        if check and not answer.ok:
+            raise GitOpsError(f"git {args[0]} failed: {answer.reason}")
+        return answer
 
     def head(self) -> str:
         """The commit HEAD names; GitOpsError in a repository with no commit yet."""
@@ -94,23 +88,11 @@ class Checkout:
             raise GitOpsError(f"unknown revision {revision!r}") from None
 
 
-def _git_reason(stderr: str) -> str:
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    fatal = [line for line in lines if line.startswith(("fatal:", "error:"))]
-    return (fatal or lines or ["no reason given"])[-1][:300]
-
-
 def open_checkout(repo: Path, sops_bin: str | None = None) -> Checkout:
     """The Git work tree holding `repo`; GitOpsError when there is none."""
     try:
-        proc = subprocess.run(
-            ["git", "-C", str(repo), "rev-parse", "--show-toplevel", "--absolute-git-dir"],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=GIT_TIMEOUT_SECONDS,
-        )
-    except (OSError, subprocess.TimeoutExpired):
+        proc = run_git("rev-parse", "--show-toplevel", "--absolute-git-dir", cwd=repo)
+    except GitUnavailable:
         raise GitOpsError("git could not run") from None
     lines = proc.stdout.splitlines()
     if proc.returncode != 0 or len(lines) < 2 or not lines[0]:
@@ -341,15 +323,13 @@ def _work_tree_leaves(checkout: Checkout, environment: str) -> dict[str, Any] | 
 
 
 def _blob_bytes(checkout: Checkout, blob: str) -> bytes:
-    proc = subprocess.run(
-        ["git", "--git-dir", checkout.git_dir, "cat-file", "blob", blob],
-        capture_output=True,
-        check=False,
-        timeout=GIT_TIMEOUT_SECONDS,
-    )
-    if proc.returncode != 0:
+    try:
+        answer = run_git("cat-file", "blob", blob, git_dir=checkout.git_dir, binary=True)
+    except GitUnavailable:
+        answer = None
+    if answer is None or not answer.ok:
         raise GitOpsError(f"blob {blob[:12]} cannot be read")
-    return proc.stdout
+    return answer.stdout
 
 
 def _require_unchanged(checkout: Checkout, rel: str) -> None:
@@ -422,6 +402,6 @@ def _finish(checkout: Checkout, rel: str, message: str, commit: bool) -> Outcome
     proc = checkout.git("commit", "-q", "-m", message, "--", rel, check=False)
     if proc.returncode != 0:
         raise GitOpsError(
-            f"git commit failed ({_git_reason(proc.stderr)}); the change to {rel} is staged"
+            f"git commit failed ({proc.reason}); the change to {rel} is staged"
         )
     return Outcome(rel, message, changed=True, commit=checkout.head())
