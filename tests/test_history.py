@@ -16,7 +16,6 @@ from conftest import SOPS_BIN, SecretsRepo, git, make_secrets_repo
 from broker.store import history
 from broker.store.history import (
     HistoryError,
-    _Lru,
     _parse_yaml_leaves,
     _scan_sops_layout,
     ciphertext_leaves,
@@ -24,6 +23,7 @@ from broker.store.history import (
     key_history,
     last_changes,
 )
+from cli.caching import LRU
 
 DEV_FILE = "secrets/dev.enc.yaml"
 
@@ -336,14 +336,14 @@ def test_a_repeated_question_reads_nothing_from_git_and_a_new_commit_parses_one_
 
 
 def test_the_caches_are_bounded_by_entries_and_by_weight():
-    lru: _Lru[str, int] = _Lru(max_entries=3, max_weight=100)
+    lru: LRU[str, int] = LRU(max_entries=3, max_bytes=100)
     for i in range(5):
-        lru.put(str(i), i, weight=10)
+        lru.put(str(i), i, size=10)
     assert len(lru) == 3 and lru.get("0") is None and lru.get("4") == 4
     lru.get("2")  # recently used: survives
-    lru.put("big", 0, weight=85)
+    lru.put("big", 0, size=85)
     assert lru.get("2") == 2 and lru.get("3") is None and lru.get("4") is None
-    lru.put("huge", 0, weight=1000)  # the newest entry is kept even alone over the bound
+    lru.put("huge", 0, size=1000)  # the newest entry is kept even alone over the bound
     assert len(lru) == 1 and lru.get("huge") == 0
 
 

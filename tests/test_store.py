@@ -14,7 +14,8 @@ from broker.errors import BadRequest, NotFound
 from broker.store.git import Answer
 from broker.store.refs import RefReader, parse_packed_refs
 from broker.store.sops import Decryptor
-from broker.store.tree import DiskTree, GitTree, Memo, SecretStore, open_tree
+from broker.store.tree import DiskTree, GitTree, SecretStore, open_tree
+from cli.caching import BoundedMemo
 
 
 class CountingGitTree(GitTree):
@@ -191,7 +192,7 @@ def test_a_disk_tree_sees_a_same_size_rewrite_at_once(tmp_path: Path):
 
 
 def test_memo_tables_stay_bounded():
-    memo: Memo[int, int] = Memo(max_entries=3)
+    memo: BoundedMemo[int, int] = BoundedMemo(max_entries=3)
     for i in range(10):
         memo.put(i, i)
         assert len(memo._data) <= 3

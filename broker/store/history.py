@@ -26,13 +26,12 @@ from __future__ import annotations
 
 import re
 import sys
-import threading
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
@@ -49,6 +48,7 @@ from broker.store.files import (
 from broker.store.git import GitUnavailable
 from broker.store.git import run as run_git
 from broker.store.sops import flatten
+from cli.caching import LRU
 
 if TYPE_CHECKING:  # the CLI reads history without loading the broker's store
     from broker.store.tree import SecretStore, Snapshot
@@ -81,8 +81,6 @@ class Refused:
 
 
 Parsed = Leaves | Refused
-K = TypeVar("K")
-V = TypeVar("V")
 
 
 class HistoryError(RuntimeError):
@@ -154,47 +152,6 @@ class FileLog:
 # -- bounded caches of immutable facts ------------------------------------------------------
 
 
-class _Lru(Generic[K, V]):
-    """A thread-safe least-recently-used map bounded by entries and by a weight sum."""
-
-    def __init__(self, max_entries: int, max_weight: int) -> None:
-        self.max_entries = max_entries
-        self.max_weight = max_weight
-        self._data: OrderedDict[K, tuple[V, int]] = OrderedDict()
-        self._weight = 0
-        self._lock = threading.Lock()
-
-    def get(self, key: K) -> V | None:
-        with self._lock:
-            entry = self._data.get(key)
-            if entry is None:
-                return None
-            self._data.move_to_end(key)
-            return entry[0]
-
-    def put(self, key: K, value: V, weight: int) -> V:
-        with self._lock:
-            old = self._data.pop(key, None)
-            if old is not None:
-                self._weight -= old[1]
-            self._data[key] = (value, weight)
-            self._weight += weight
-            while len(self._data) > 1 and (
-                len(self._data) > self.max_entries or self._weight > self.max_weight
-            ):
-                _, (_, evicted) = self._data.popitem(last=False)
-                self._weight -= evicted
-        return value
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-            self._weight = 0
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-
 @dataclass
 class CacheStats:
     """What the caches did since start-up (or `clear_caches()`): for tests and benchmarks."""
@@ -203,8 +160,8 @@ class CacheStats:
     logs_read: int = 0
 
 
-_leaf_cache: _Lru[str, Parsed] = _Lru(LEAF_CACHE_ENTRIES, LEAF_CACHE_BYTES)
-_log_cache: _Lru[tuple[str, str, str], FileLog] = _Lru(10_000, LOG_CACHE_COMMITS)
+_leaf_cache: LRU[str, Parsed] = LRU(LEAF_CACHE_ENTRIES, LEAF_CACHE_BYTES)
+_log_cache: LRU[tuple[str, str, str], FileLog] = LRU(10_000, LOG_CACHE_COMMITS)  # in commits
 stats = CacheStats()
 
 
@@ -435,7 +392,7 @@ def _parse_batch(git_dir: str, blobs: list[str], known: dict[str, Parsed]) -> No
 
 def _remember(blob: str, parsed: Parsed) -> Parsed:
     stats.blobs_parsed += 1
-    return _leaf_cache.put(blob, parsed, _leaves_weight(parsed))
+    return _leaf_cache.put(blob, parsed, size=_leaves_weight(parsed))
 
 
 def readable_leaves(git_dir: str | Path, blob: str) -> Leaves:
@@ -500,7 +457,7 @@ def file_log(git_dir: str | Path, commit: str, file_path: str) -> FileLog:
     )
     stats.logs_read += 1
     log = FileLog(blob, tuple(_parse_log(raw.decode("utf-8", "replace"), file_path)))
-    return _log_cache.put(cache_key, log, 1 + len(log.changes))
+    return _log_cache.put(cache_key, log, size=1 + len(log.changes))
 
 
 def _parse_log(text: str, file_path: str) -> Iterable[FileChange]:

@@ -19,6 +19,8 @@ import stat
 import time
 from pathlib import Path
 
+from cli.caching import BoundedMemo
+
 # git's order for turning a short name into a ref (`git help revisions`); first found wins.
 DWIM_RULES = (
     "{}",
@@ -57,12 +59,16 @@ class RefReader:
         self.usable = not os.path.exists(os.path.join(self.common_dir, "reftable"))
         self._packed: dict[str, str] = {}
         self._packed_stat: tuple[int, int, int, int] | None = None
-        self._paths: dict[str, str] = {}  # full ref name -> its loose file
+        self._paths: BoundedMemo[str, str] = BoundedMemo(MAX_REMEMBERED_PATHS)  # name -> file
         # loose file -> (its identity and timestamps, its content), for settled files only
-        self._contents: dict[str, tuple[tuple[int, int, int, int, int], bytes]] = {}
+        self._contents: BoundedMemo[str, tuple[tuple[int, int, int, int, int], bytes]] = (
+            BoundedMemo(MAX_REMEMBERED_PATHS)
+        )
         # name -> (the settled loose files its last answer was read from, with their keys;
         # that answer): while each file still has its key, the answer stands.
-        self._answers: dict[str, tuple[tuple[tuple[str, tuple[int, ...]], ...], str]] = {}
+        self._answers: BoundedMemo[str, tuple[tuple[tuple[str, tuple[int, ...]], ...], str]] = (
+            BoundedMemo(MAX_REMEMBERED_PATHS)
+        )
 
     def resolve(self, name: str) -> str | None:
         """The object id (hex) that `git rev-parse name` would start from, or None when the
@@ -74,7 +80,7 @@ class RefReader:
                     return remembered[1]  # one stat a file on the way: nothing moved
             except OSError:
                 pass
-            self._answers.pop(name, None)
+            self._answers.pop(name)
         if not self.usable or not _SAFE_NAME.fullmatch(name) or ".." in name:
             return None
         read: list[tuple[str, tuple[int, ...] | None]] = []  # this call's own: thread-safe
@@ -92,9 +98,7 @@ class RefReader:
         lookup that missed a file): re-checking those files alone then proves it."""
         if found is None or not read or any(key is None for _, key in read):
             return
-        if len(self._answers) >= MAX_REMEMBERED_PATHS:
-            self._answers.clear()
-        self._answers[name] = (tuple(read), found)  # type: ignore[arg-type]
+        self._answers.put(name, (tuple(read), found))  # type: ignore[arg-type]
 
     def _lookup(
         self, full_name: str, depth: int, read: list[tuple[str, tuple[int, ...] | None]]
@@ -121,8 +125,7 @@ class RefReader:
                 _PER_WORKTREE_PREFIXES
             )
             path = os.path.join(self.git_dir if per_worktree else self.common_dir, full_name)
-            if len(self._paths) < MAX_REMEMBERED_PATHS:
-                self._paths[full_name] = path
+            self._paths.put(full_name, path)
         try:
             st = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
@@ -147,11 +150,9 @@ class RefReader:
         # A file written within RACY_SECONDS could be rewritten with the same size and
         # timestamps (and a reused inode): only a settled file's content is remembered.
         if self._settled(opened):
-            if len(self._contents) >= MAX_REMEMBERED_PATHS:
-                self._contents.clear()
-            self._contents[path] = (_file_key(opened), content)
+            self._contents.put(path, (_file_key(opened), content))
         else:
-            self._contents.pop(path, None)
+            self._contents.pop(path)
         return content
 
     def _settled(self, st: os.stat_result) -> bool:

@@ -12,20 +12,19 @@ import selectors
 import subprocess
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import orjson
 
-from broker.errors import ApiError, DecryptFailed, FileRefused
+from broker.errors import DecryptFailed, FileRefused
 from broker.scope import MAX_KEY_LENGTH, is_key
 from broker.store.files import DOCUMENT_TOO_LARGE, MAX_DOCUMENT_BYTES, refusal
+from cli.caching import LRU, BoundedMemo, SingleFlight
 
 log = logging.getLogger("vanta.sops")
 
 Value = str | int | float | bool
-Document = Mapping[str, Value]  # key path ("API_KEYS/openai") -> leaf value
 
 DECRYPT_TIMEOUT_SECONDS = 30
 SOPS_GOGC = "200"
@@ -164,15 +163,6 @@ def _reason(stderr: bytes) -> str:
     return "see sops for details"
 
 
-class _Flight:
-    """One sops run that concurrent first readers of a content id all wait for."""
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.document: dict[str, Value] | None = None
-        self.failure: BaseException | None = None
-
-
 def document_size(document: Mapping[str, Value]) -> int:
     """About how many bytes of memory a flattened document holds (keys, values, dict)."""
     return sum(
@@ -220,17 +210,17 @@ class Decryptor:
         self.max_bytes = max_bytes
         self.on_decrypt = on_decrypt
         self.on_cache_hit = on_cache_hit
-        self._cache: OrderedDict[str, tuple[dict[str, Value], int]] = OrderedDict()
-        self._cached_bytes = 0
+        self._cache: LRU[str, dict[str, Value]] = LRU(max_entries, max_bytes, document_size)
         self._lock = threading.Lock()
-        self._flights: dict[str, _Flight] = {}
-        self._refused: dict[str, str] = {}  # content id -> why it is not served
+        self._flights: SingleFlight[dict[str, Value]] = SingleFlight()
+        # content id -> why it is not served
+        self._refused: BoundedMemo[str, str] = BoundedMemo(REFUSALS_REMEMBERED)
         self.decrypt_count = 0
         self.cache_hits = 0
 
     @property
     def cached_bytes(self) -> int:
-        return self._cached_bytes
+        return self._cache.bytes
 
     def cached_ids(self) -> list[str]:
         with self._lock:
@@ -241,68 +231,33 @@ class Decryptor:
 
         Raises FileRefused for a file that is not served, DecryptFailed (and the ApiError
         `load` may raise); failures are not cached, refusals are."""
+        reason = self._refused.get(content_id)
+        if reason is not None:
+            raise FileRefused(reason)
         if not self.cache_enabled:
-            reason = self._refused.get(content_id)
-            if reason is not None:
-                raise FileRefused(reason)
             return self._decrypt(content_id, load)
-        with self._lock:
-            entry = self._cache.get(content_id)
-            if entry is not None:
-                self._cache.move_to_end(content_id)
-                self.cache_hits += 1
-                flight, leader = None, False
-            elif content_id in self._refused:
-                raise FileRefused(self._refused[content_id])
-            else:
-                flight = self._flights.get(content_id)
-                leader = flight is None
-                if flight is None:
-                    flight = self._flights[content_id] = _Flight()
-        if entry is not None:
-            if self.on_cache_hit is not None:
-                self.on_cache_hit()
-            return entry[0]
-        assert flight is not None
-        if leader:
-            return self._lead(content_id, load, flight)
-        flight.done.wait()
-        if flight.document is not None:
-            return flight.document
-        failure = flight.failure
-        if isinstance(failure, FileRefused):  # a fresh exception: tracebacks are per thread
-            raise FileRefused(failure.reason)
-        if isinstance(failure, ApiError):
-            raise type(failure)(failure.message)
-        raise DecryptFailed()
-
-    def _lead(
-        self, content_id: str, load: Callable[[], bytes], flight: _Flight
-    ) -> dict[str, Value]:
-        try:
-            document = self._decrypt(content_id, load)
-        except BaseException as exc:
-            flight.failure = exc
-            with self._lock:
-                del self._flights[content_id]
-            flight.done.set()
-            raise
-        flight.document = document
-        size = document_size(document)
-        with self._lock:  # cached and landed in one step: no later reader starts a new run
-            self._store(content_id, document, size)
-            del self._flights[content_id]
-        flight.done.set()
+        document = self._cached(content_id)
+        if document is None:  # concurrent first reads share one sops run
+            document = self._flights.run(content_id, lambda: self._lead(content_id, load))
         return document
 
-    def _store(self, content_id: str, document: dict[str, Value], size: int) -> None:
-        self._cache[content_id] = (document, size)
-        self._cached_bytes += size
-        while len(self._cache) > 1 and (
-            len(self._cache) > self.max_entries or self._cached_bytes > self.max_bytes
-        ):
-            _, (_, evicted) = self._cache.popitem(last=False)
-            self._cached_bytes -= evicted
+    def _cached(self, content_id: str) -> dict[str, Value] | None:
+        with self._lock:
+            document = self._cache.get(content_id)
+            if document is not None:
+                self.cache_hits += 1
+        if document is not None and self.on_cache_hit is not None:
+            self.on_cache_hit()
+        return document
+
+    def _lead(self, content_id: str, load: Callable[[], bytes]) -> dict[str, Value]:
+        # A flight that landed just before this one began has filled the cache: look again.
+        document = self._cached(content_id)
+        if document is None:
+            document = self._decrypt(content_id, load)
+            with self._lock:
+                self._cache.put(content_id, document)
+        return document
 
     def _decrypt(self, content_id: str, load: Callable[[], bytes]) -> dict[str, Value]:
         try:
@@ -317,8 +272,5 @@ class Decryptor:
                 self.on_decrypt()
             return run_sops_decrypt(self.sops_bin, data, self.env)
         except FileRefused as exc:
-            with self._lock:
-                if len(self._refused) >= REFUSALS_REMEMBERED:
-                    self._refused.clear()
-                self._refused[content_id] = exc.reason
+            self._refused.put(content_id, exc.reason)
             raise

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Generic, Protocol, TypeVar
+from typing import Protocol
 
 from broker.errors import BadRequest, FileRefused, NotFound
 from broker.store.files import FILE_TOO_LARGE, MAX_FILE_BYTES, SUFFIX, environment_of
@@ -32,15 +32,13 @@ from broker.store.git import (
 from broker.store.git import run as run_git
 from broker.store.refs import RefReader
 from broker.store.sops import Decryptor, Value
+from cli.caching import BoundedMemo
 
 VERSION_RE = re.compile(r"[0-9a-fA-F]{7,40}")
 FULL_SHA_RE = re.compile(r"[0-9a-f]{40}")
 _UNSTABLE_REF_CHARS = set("~^:@{}")
 MEMO_ENTRIES = 4096  # per memo table; a full table is emptied and refilled on demand
 RACY_SECONDS = 2.0  # a file changed this recently may change again unseen within one tick
-
-K = TypeVar("K")
-V = TypeVar("V")
 
 
 def committed_at(commit_data: bytes) -> str | None:
@@ -51,27 +49,6 @@ def committed_at(commit_data: bytes) -> str | None:
             epoch = int(line.rsplit(b" ", 2)[1])
             return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return None
-
-
-class Memo(Generic[K, V]):
-    """A bounded dictionary of facts about immutable things (safe to share across threads:
-    each step is one dict operation)."""
-
-    def __init__(self, max_entries: int = MEMO_ENTRIES) -> None:
-        self.max_entries = max_entries
-        self._data: dict[K, V] = {}
-
-    def get(self, key: K) -> V | None:
-        return self._data.get(key)
-
-    def __contains__(self, key: K) -> bool:
-        return key in self._data
-
-    def put(self, key: K, value: V) -> V:
-        if len(self._data) >= self.max_entries:
-            self._data.clear()
-        self._data[key] = value
-        return value
 
 
 @dataclass(frozen=True)
@@ -169,7 +146,9 @@ class DiskTree:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self._files: Memo[str, tuple[tuple[int, int, int, int], str, bytes]] = Memo(256)
+        self._files: BoundedMemo[str, tuple[tuple[int, int, int, int], str, bytes]] = BoundedMemo(
+            256
+        )
 
     def served(self) -> Snapshot:
         return Snapshot(None, None)
@@ -220,12 +199,12 @@ class GitTree:
         self._fixed = FULL_SHA_RE.fullmatch(ref.lower()) is not None  # a commit never moves
         self._dynamic = bool(_UNSTABLE_REF_CHARS & set(ref))  # e.g. main~1: git every time
         self._last: tuple[str, Snapshot] | None = None  # (ref's object id, its snapshot)
-        self._snapshots: Memo[str, Snapshot] = Memo()
-        self._blob_ids: Memo[tuple[str, str], str | None] = Memo()
-        self._blob_sizes: Memo[str, int] = Memo()
-        self._versions: Memo[tuple[str, str], str | None] = Memo()
-        self._reachable: Memo[tuple[str, str], bool] = Memo()
-        self._listings: Memo[str, Listing] = Memo(256)
+        self._snapshots: BoundedMemo[str, Snapshot] = BoundedMemo(MEMO_ENTRIES)
+        self._blob_ids: BoundedMemo[tuple[str, str], str | None] = BoundedMemo(MEMO_ENTRIES)
+        self._blob_sizes: BoundedMemo[str, int] = BoundedMemo(MEMO_ENTRIES)
+        self._versions: BoundedMemo[tuple[str, str], str | None] = BoundedMemo(MEMO_ENTRIES)
+        self._reachable: BoundedMemo[tuple[str, str], bool] = BoundedMemo(MEMO_ENTRIES)
+        self._listings: BoundedMemo[str, Listing] = BoundedMemo(256)
 
     # -- the served ref ---------------------------------------------------------------
     def served(self) -> Snapshot:

@@ -19,6 +19,7 @@ import orjson
 
 from broker.config import Keyring
 from broker.tokens.claims import LEEWAY_SECONDS, Claims, verify
+from cli.caching import BoundedMemo
 
 DEFAULT_MAX_ENTRIES = 4096  # per worker process; a full table is emptied and refilled
 
@@ -43,7 +44,7 @@ class VerifiedTokens:
         self.max_entries = max_entries
         self.clock = clock
         # token -> (claims, valid from, valid until), both bounds with the leeway applied
-        self._entries: dict[str, tuple[Claims, float, float]] = {}
+        self._entries: BoundedMemo[str, tuple[Claims, float, float]] = BoundedMemo(max_entries)
 
     def verify(self, token: str) -> Claims:
         """The token's claims; raises TokenInvalid exactly when `tokens.verify` would."""
@@ -61,9 +62,7 @@ class VerifiedTokens:
                 valid_from, claims.expires_at - self.max_ttl_minutes * 60 - LEEWAY_SECONDS
             )
         valid_until = int(payload["exp"]) + LEEWAY_SECONDS
-        if len(self._entries) >= self.max_entries:
-            self._entries.clear()
-        self._entries[token] = (claims, valid_from, valid_until)
+        self._entries.put(token, (claims, valid_from, valid_until))
         return claims
 
 

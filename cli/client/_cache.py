@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
+
+from cli.caching import LRU
 
 T = TypeVar("T")
 
@@ -44,7 +44,7 @@ class AnswerCache(Generic[T]):
         self._clock = clock
         self._max_entries = max_entries
         self._lock = threading.Lock()
-        self._entries: OrderedDict[Hashable, Cached[T]] = OrderedDict()
+        self._entries: LRU[Hashable, Cached[T]] = LRU(max_entries)
 
     @property
     def enabled(self) -> bool:
@@ -66,10 +66,7 @@ class AnswerCache(Generic[T]):
         if not self.enabled:
             return
         with self._lock:
-            self._entries[key] = Cached(answer, self._clock())
-            self._entries.move_to_end(key)
-            while len(self._entries) > self._max_entries:
-                self._entries.popitem(last=False)
+            self._entries.put(key, Cached(answer, self._clock()))
 
     def clear(self) -> None:
         with self._lock:
@@ -86,56 +83,8 @@ class AnswerCache(Generic[T]):
                 return None
             age = self._clock() - entry.fetched_at
             if age > max(self.ttl, self.max_stale):
-                del self._entries[key]  # of no use any more
+                self._entries.pop(key)  # of no use any more
                 return None
             if age < limit or (inclusive and age <= limit):
-                self._entries.move_to_end(key)
-                return entry
+                return entry  # (get has made it the most recently used)
             return None
-
-
-class SingleFlight(Generic[T]):
-    """Runs one call per key at a time; threads asking meanwhile share its outcome (its
-    answer, or the same exception, as `concurrent.futures` waiters do). If the call is
-    interrupted (KeyboardInterrupt, SystemExit), a waiting thread makes its own."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._flights: dict[Hashable, Future[T | _Interrupted]] = {}
-
-    def run(self, key: Hashable, call: Callable[[], T]) -> T:
-        while True:
-            with self._lock:
-                flight = self._flights.get(key)
-                leader = flight is None
-                if flight is None:
-                    flight = self._flights[key] = Future()
-            if leader:
-                return self._lead(key, flight, call)
-            outcome = flight.result()
-            if not isinstance(outcome, _Interrupted):
-                return outcome
-
-    def _lead(self, key: Hashable, flight: Future[T | _Interrupted], call: Callable[[], T]) -> T:
-        # The flight leaves the table before its waiters wake, so a retry starts afresh.
-        try:
-            answer = call()
-        except Exception as exc:
-            self._land(key)
-            flight.set_exception(exc)
-            raise
-        except BaseException:
-            self._land(key)
-            flight.set_result(_Interrupted())
-            raise
-        self._land(key)
-        flight.set_result(answer)
-        return answer
-
-    def _land(self, key: Hashable) -> None:
-        with self._lock:
-            del self._flights[key]
-
-
-class _Interrupted:
-    """The leading call did not finish: the waiters try again themselves."""

@@ -19,8 +19,9 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 
+from cli.caching import SingleFlight
 from cli.client._breaker import Admission, CircuitBreaker, Refusal
-from cli.client._cache import AnswerCache, SingleFlight
+from cli.client._cache import AnswerCache
 from cli.client._errors import BrokerUnavailable, VaultError, error_from_response
 from cli.client._retry import RETRY_STATUSES, RetryPolicy, is_transient, send_with_retries
 from cli.client._settings import ClientCert, Settings, safe_url

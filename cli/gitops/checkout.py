@@ -401,7 +401,5 @@ def _finish(checkout: Checkout, rel: str, message: str, commit: bool) -> Outcome
         return Outcome(rel, message, changed=True)
     proc = checkout.git("commit", "-q", "-m", message, "--", rel, check=False)
     if proc.returncode != 0:
-        raise GitOpsError(
-            f"git commit failed ({proc.reason}); the change to {rel} is staged"
-        )
+        raise GitOpsError(f"git commit failed ({proc.reason}); the change to {rel} is staged")
     return Outcome(rel, message, changed=True, commit=checkout.head())

@@ -1,14 +1,12 @@
-"""What run-with-secrets injects: fetching the values, naming them, writing them as text.
-
-Pure except for `fetch_batch` (which talks to the broker through VaultClient).
-"""
+"""What run-with-secrets injects: the reader token it asks for, the variables it names
+after keys, the text it writes. Pure: fetching is `cli.run.fetch`'s."""
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from cli.client import Batch, TokenRequest, Value, VaultClient
+from cli.client import TokenRequest, Value
 from cli.client._results import yaml_scalar
 from cli.run.variables import allow_hint, env_name, refused_keys
 
@@ -50,11 +48,6 @@ def reader_request(
         usage_limit=usage_limit,
         permissions=READER_PERMISSIONS,
     )
-
-
-def fetch_batch(reader: VaultClient, environment: str, key_pattern: str) -> Batch:
-    """Every key matching `key_pattern` (and the token's pattern), in one request."""
-    return reader.read_batch(environment, pattern=key_pattern)
 
 
 def variables_for(
