@@ -77,6 +77,7 @@ from cli.client._results import (
     TokenScope,
     Value,
     Version,
+    nested,
 )
 from cli.client._settings import DEFAULT_BROKER_URL
 
@@ -109,4 +110,5 @@ __all__ = [
     "VaultError",
     "Version",
     "error_from_response",
+    "nested",
 ]

@@ -13,8 +13,7 @@ import json
 from typing import Any
 
 from cli.client._errors import BadRequest
-from cli.client._results import Batch, Secret, yaml_scalar
-from cli.gitops.sops import nested
+from cli.client._results import Batch, Secret, nested, yaml_scalar
 
 CURRENT_STAGE = "AWSCURRENT"
 

@@ -120,3 +120,16 @@ def yaml_scalar(value: Value) -> str:
             return ".inf" if value > 0 else "-.inf"
         return repr(value)
     return str(value)
+
+
+def nested(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """A document from '/'-joined keys, the inverse of the broker's flattening:
+    `{"API_KEYS/openai": v}` becomes `{"API_KEYS": {"openai": v}}`."""
+    document: dict[str, Any] = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split("/")
+        node = document
+        for segment in parents:
+            node = node.setdefault(segment, {})
+        node[leaf] = value
+    return document

@@ -25,7 +25,8 @@ from broker.store.git import Answer, GitUnavailable
 from broker.store.git import run as run_git
 from broker.store.history import HistoryError, KeyChange, SkippedVersion
 from broker.store.sops import flatten
-from cli.gitops.sops import Sops, nested, sops_binary
+from cli.client import nested
+from cli.gitops.sops import Sops, sops_binary
 from cli.names import KnownEnvironments, environment_problem, environments_in, key_problem
 
 SECRETS_DIR = "secrets"

@@ -42,18 +42,6 @@ def index_of(key: str) -> str:
     return "".join(f"[{json.dumps(segment)}]" for segment in key.split("/"))
 
 
-def nested(flat: Mapping[str, Any]) -> dict[str, Any]:
-    """A document from '/'-joined keys (the inverse of broker.store.sops.flatten)."""
-    document: dict[str, Any] = {}
-    for key, value in flat.items():
-        *parents, leaf = key.split("/")
-        node = document
-        for segment in parents:
-            node = node.setdefault(segment, {})
-        node[leaf] = value
-    return document
-
-
 @dataclass(frozen=True)
 class Sops:
     """sops run in `cwd` (the repository's top, where it finds `.sops.yaml`)."""
