@@ -14,7 +14,8 @@ STAMP := $(VENV)/.test
 SYSTEM_DEPS := redis-server chromium chromium-driver curl jq
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-# Two stamps: `make run` needs only the package; `make test` adds the test extras.
+# Two stamps: `make run` needs the broker and the CLI (the base install is the SDK alone);
+# `make test` adds the AWS extra and the test tools.
 # An editable install always has setuptools print an "Editable installation" notice (not
 # a problem: a reminder that the checkout's folders are imported); only it is silenced.
 EDITABLE_NOTICE := PYTHONWARNINGS="ignore:Editable installation"
@@ -22,7 +23,7 @@ EDITABLE_NOTICE := PYTHONWARNINGS="ignore:Editable installation"
 $(VENV)/.base: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(EDITABLE_NOTICE) $(BIN)/python -m pip install --quiet -e .
+	$(EDITABLE_NOTICE) $(BIN)/python -m pip install --quiet -e '.[broker,cli]'
 	touch $@
 
 $(STAMP): $(VENV)/.base

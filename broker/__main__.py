@@ -1,3 +1,5 @@
-from broker.serving.command import main
+"""`python -m broker`: the same as `vanta-broker`."""
 
-main()
+from cli.extras import vanta_broker
+
+vanta_broker()

@@ -10,6 +10,7 @@ import click
 from broker.audit.log import GENESIS
 from broker.audit.verify import ChainBroken, is_hash, verify_chain
 from cli.errors import CliError
+from cli.extras import missing_extra
 
 
 class ChainBrokenError(CliError):
@@ -95,8 +96,11 @@ def ship(to: str, audit_log: Path, after: str | None, delete_after: bool) -> Non
     \b
       vanta-cli audit ship --to s3://acme-audit/vanta/prod/ --delete-after
     """
-    import boto3
-    from botocore.exceptions import BotoCoreError, ClientError
+    try:
+        import boto3
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ModuleNotFoundError as exc:
+        raise CliError(f"vanta-cli audit ship {missing_extra(exc, 'aws')}") from None
 
     from cli.audit_ship import Destination, ShipError
     from cli.audit_ship import ship as ship_files

@@ -15,6 +15,7 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
+from cli.extras import missing_extra
 from cli.importers.plan import (
     Candidate,
     Collected,
@@ -33,8 +34,8 @@ def collect_aws(prefix: str, client: Any = None) -> Collected:
     try:
         import boto3
         import botocore.exceptions
-    except ImportError:
-        raise ImportFailed("vanta-cli import aws needs boto3: pip install boto3") from None
+    except ModuleNotFoundError as exc:
+        raise ImportFailed(f"vanta-cli import aws {missing_extra(exc, 'aws')}") from None
     try:
         client = client or boto3.client("secretsmanager")
         items: list[Candidate | str] = []
