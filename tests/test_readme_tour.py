@@ -426,7 +426,10 @@ def test_the_prerequisites_name_every_program_the_tour_runs():
 
 def test_the_readme_installs_from_the_repository_not_from_pypi():
     text = README.read_text()
-    bare = re.findall(r"pip install\s+[\"']?vanta-vault(?:\[[^\]]*\])?[\"']?(?=[\s`]|$)", text)
+    # `vanta-vault[cli] @ git+https://...` names the repository; a bare name would be PyPI's
+    bare = re.findall(
+        r"pip install\s+[\"']?vanta-vault(?:\[[^\]]*\])?[\"']?(?=[\s`]|$)(?!\s*@)", text
+    )
     assert not bare, "vanta-vault is not on PyPI: install it from the repository"
     assert "git+https://github.com/<org>/vanta-vault.git" in text
 
