@@ -126,16 +126,20 @@ def test_set_takes_a_file_verbatim_and_types_numbers_and_booleans(secrets_repo, 
     assert bad.exit_code == 1 and "--type number" in bad.stderr
 
 
-def test_set_on_a_new_environment_asks_for_create_and_names_those_there_are(secrets_repo):
+def test_set_on_a_new_environment_starts_it_and_names_those_there_are(secrets_repo):
+    """The contract: `secrets set` creates a new environment's file. A typo would start
+    one too, so stderr names the environments there are (and the closest)."""
     result = invoke(secrets_repo, "set", "dve", "API_TOKEN", "--value", "never-shown-value")
-    assert result.exit_code == 1 and result.stdout == ""
-    assert result.stderr == (
-        "error: environment 'dve' does not exist (no secrets/dve.enc.yaml; the environments "
-        f"in {secrets_repo.path} are dev, prod (did you mean dev?)): to start a new "
-        "environment, pass --create\n"
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.startswith(
+        "vanta-cli: starting a new environment 'dve': secrets/dve.enc.yaml is created under "
+        f"the .sops.yaml rule (the environments in {secrets_repo.path} are dev, prod (did "
+        "you mean dev?))\n"
     )
-    assert not (secrets_repo.secrets_dir / "dve.enc.yaml").exists()
-    assert len(secrets_repo.commits) == 1 and head(secrets_repo) == secrets_repo.commits[0]
+    assert "never-shown-value" not in result.stderr + result.stdout
+    assert decrypt(secrets_repo, "dve") == {"API_TOKEN": "never-shown-value"}
+    again = invoke(secrets_repo, "set", "dve", "OTHER", "--value", "x")
+    assert again.exit_code == 0 and "starting a new environment" not in again.stderr
 
 
 def test_set_with_create_starts_a_new_environment_file_under_the_sops_yaml_rule(secrets_repo):

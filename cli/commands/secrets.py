@@ -24,8 +24,8 @@ from cli.gitops.checkout import (
     has_uncommitted_changes,
     key_listing,
     key_versions,
+    new_environment_note,
     open_checkout,
-    require_environment,
     rollback_file,
     rollback_key,
     set_value,
@@ -122,7 +122,8 @@ def _read_value(environment: str, key: str, value: str | None, from_file: Path |
 @click.option(
     "--create",
     is_flag=True,
-    help="Start ENVIRONMENT if it has no file yet (created under the .sops.yaml rule).",
+    help="ENVIRONMENT is meant to be new: start it without the note that names the "
+    "environments there are.",
 )
 @_repo
 @_no_commit
@@ -142,9 +143,10 @@ def set_command(
     Without --value or --from-file the value is read from standard input, so it stays
     out of shell history: piped input loses one trailing newline; at a terminal you are
     asked for it (hidden) twice. Values are strings unless --type says number or bool
-    (PORT as 8080, DEBUG as true). An environment that has no file yet is started only
-    with --create (so a typo cannot start one): its file is created under the .sops.yaml
-    creation rule for secrets/ENVIRONMENT.enc.yaml.
+    (PORT as 8080, DEBUG as true). An environment that has no file yet is started: its
+    file is created under the .sops.yaml creation rule for secrets/ENVIRONMENT.enc.yaml,
+    and a note on stderr names the environments there are (a typo shows there); --create
+    says the new environment is meant and leaves the note out.
 
     \b
     Examples:
@@ -154,10 +156,12 @@ def set_command(
       vanta-cli secrets set qa LOG_LEVEL --value debug --create
     """
     checkout = open_checkout(repo)
-    require_environment(checkout, environment, create)  # before asking for the value
+    note = new_environment_note(checkout, environment)  # said before asking for the value
+    if note is not None and not create:
+        click.echo(f"vanta-cli: {note}", err=True)
     text = _read_value(environment, key, value, from_file)
     stored = typed_value(text, value_type)
-    outcome = set_value(checkout, environment, key, stored, commit=not no_commit, create=create)
+    outcome = set_value(checkout, environment, key, stored, commit=not no_commit)
     _report(outcome)
 
 

@@ -152,31 +152,27 @@ def set_value(
     key: str,
     value: Any,
     commit: bool,
-    create: bool = False,
 ) -> Outcome:
-    """Give `key` the value. A new environment's file is created under `.sops.yaml` only
-    with `create` (else GitOpsError listing the environments there are: a typo must not
-    start a new environment)."""
+    """Give `key` the value; a new environment's file is created under `.sops.yaml`."""
     check_names(environment, key)
     rel = checkout.rel_path(environment)
-    require_environment(checkout, environment, create)
     if commit:
         _require_unchanged(checkout, rel)
     _write_value(checkout, environment, key, value)
     return _finish(checkout, rel, f"{environment}: set {key}", commit)
 
 
-def require_environment(checkout: Checkout, environment: str, create: bool) -> None:
-    """GitOpsError, listing the environments there are, when `environment` has no file and
-    `create` is not given."""
+def new_environment_note(checkout: Checkout, environment: str) -> str | None:
+    """What to say when `environment` has no file yet and setting a key starts it (a typo
+    would start one too), listing the environments there are; None when it has a file."""
     check_names(environment)
-    if create or checkout.path(environment).exists():
-        return
+    if checkout.path(environment).exists():
+        return None
     rel = checkout.rel_path(environment)
     known = environments_in(checkout.top) or KnownEnvironments(checkout.top, ())
-    raise GitOpsError(
-        f"environment {environment!r} does not exist (no {rel}; {known.note_for(environment)})"
-        ": to start a new environment, pass --create"
+    return (
+        f"starting a new environment {environment!r}: {rel} is created under the .sops.yaml "
+        f"rule ({known.note_for(environment)})"
     )
 
 

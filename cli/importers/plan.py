@@ -197,7 +197,7 @@ def apply_plan(checkout: Checkout, plan: Plan, message: str, commit: bool) -> Ou
     snapshot = _Snapshot.take(checkout, plan.rel_path)
     try:
         for item in plan.writes:
-            set_value(checkout, plan.environment, item.key, item.value, commit=False, create=True)
+            set_value(checkout, plan.environment, item.key, item.value, commit=False)
         return _commit(checkout, plan.rel_path, message, commit)
     except BaseException:
         snapshot.restore(checkout)
