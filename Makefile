@@ -73,6 +73,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check broker cli tests bench scripts
 	$(BIN)/ruff format --check broker cli tests bench scripts
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) state audit .pytest_cache $(NODE_SDK)/node_modules $(NODE_SDK)/dist

@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 MIN_KEY_BYTES = 32
 DEFAULT_TRUSTED_PROXY_NETWORKS = "127.0.0.0/8,::1/128"
@@ -249,7 +250,7 @@ class Config:
             return SecretValue(raw) if raw else None
 
         cache = _flag(environ, "VANTA_DECRYPT_CACHE")
-        given = {
+        given: dict[str, Any] = {
             "sops_files_path": path("VANTA_SOPS_FILES_PATH"),
             "git_ref": text("VANTA_GIT_REF"),
             "audit_log": path("VANTA_AUDIT_LOG"),
@@ -307,7 +308,7 @@ class MintingSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> MintingSettings:
-        given = {
+        given: dict[str, Any] = {
             "issuer": environ.get("VANTA_JWT_ISSUER") or None,
             "audience": environ.get("VANTA_JWT_AUDIENCE") or None,
             "max_ttl_minutes": _int(environ, "VANTA_MAX_TTL_MINUTES"),

@@ -54,7 +54,7 @@ class Shipped:
 
 
 def ship(
-    s3,  # type: ignore[no-untyped-def]
+    s3,
     live: Path,
     dest: Destination,
     *,
@@ -102,16 +102,16 @@ def ship(
     return results
 
 
-def _shipped_names(s3, dest: Destination, live_name: str) -> set[str]:  # type: ignore[no-untyped-def]
+def _shipped_names(s3, dest: Destination, live_name: str) -> set[str]:
     """The file names of the objects already under the prefix for this audit file."""
-    names = set()
+    names: set[str] = set()
     paginator = s3.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=dest.bucket, Prefix=dest.key(live_name + ".")):
         names.update(obj["Key"][len(dest.prefix) :] for obj in page.get("Contents", []))
     return names
 
 
-def _start_of_chain(s3, dest: Destination, in_bucket: set[str], first: str) -> str:  # type: ignore[no-untyped-def]
+def _start_of_chain(s3, dest: Destination, in_bucket: set[str], first: str) -> str:
     """Where the file named `first` must continue from: the last-hash of the object
     shipped just before it (names sort in chain order), or 64 zeros if there is none."""
     before = [name for name in in_bucket if name < first]
@@ -124,7 +124,7 @@ def _start_of_chain(s3, dest: Destination, in_bucket: set[str], first: str) -> s
     return last_hash
 
 
-def _object_last_hash(s3, dest: Destination, name: str) -> str | None:  # type: ignore[no-untyped-def]
+def _object_last_hash(s3, dest: Destination, name: str) -> str | None:
     from botocore.exceptions import ClientError
 
     try:

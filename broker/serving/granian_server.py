@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import logging
 from pathlib import Path
+from typing import Any
 
 from broker.config import Config
 from broker.serving import ServeOptions, load_app
@@ -22,7 +23,7 @@ def serve(config: Config, options: ServeOptions) -> None:
     from granian.log import LogLevels
     from granian.server import Server
 
-    tls = {}
+    tls: dict[str, Any] = {}
     if options.certfile:
         tls = {
             "ssl_cert": Path(options.certfile),

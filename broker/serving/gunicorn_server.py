@@ -259,7 +259,7 @@ def _log_filter(record: logging.LogRecord) -> bool:
     if not isinstance(message, str):
         return True
     if message == "Listening at: %s (%s)":
-        return bool(record.args and record.args[0])
+        return isinstance(record.args, tuple) and bool(record.args and record.args[0])
     if message.startswith("Invalid request from ip="):
         cut = min((i for i in (message.find("'"), message.find('"')) if i >= 0), default=-1)
         if cut >= 0:

@@ -165,7 +165,7 @@ class RateLimits:
         if not isinstance(self.storage, SqliteLimitStorage):
             self.counters = None
 
-    def _guard(self, fn, *args):  # type: ignore[no-untyped-def]
+    def _guard(self, fn, *args):
         try:
             return fn(*args)
         except Exception as exc:

@@ -41,7 +41,7 @@ class RedisTokenState:
         self._use_one = self._redis.register_script(_USE_ONE)
         self._give_back = self._redis.register_script(_GIVE_BACK)
 
-    def _call(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def _call(self, fn, *args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except redis.RedisError:

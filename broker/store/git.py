@@ -55,7 +55,7 @@ def run(
     binary: bool = False,
     env: Mapping[str, str] | None = None,
     timeout: float = TIMEOUT_SECONDS,
-) -> Answer:  # type: ignore[type-arg]
+) -> Answer:
     """Run `git [--git-dir DIR | -C DIR] ARGS`; the answer whatever its exit status."""
     command = ["git"]
     if git_dir is not None:

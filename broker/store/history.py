@@ -648,14 +648,14 @@ def history_answer(
     server fault, not the caller's) when git itself fails."""
     answer: dict[str, object] = {"environment": environment, "key": key}
     tree = store.tree
-    git_dir = getattr(tree, "git_dir", None)
+    git_dir = tree.git_dir
     if git_dir is None or snapshot.version is None:
         found = tree.blob(snapshot, environment)
         if found is None:
             raise NotFound(f"environment {environment!r} not found")
         content_id, data = found
         if data is None:
-            data = tree.blob_data(content_id)  # type: ignore[attr-defined]
+            data = tree.blob_data(content_id)
         if key not in ciphertext_leaves(data):
             raise NotFound(f"key {key!r} not found")
         answer["versions"] = []

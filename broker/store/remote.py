@@ -55,7 +55,7 @@ class RemoteMirror:
         self.allowed_signers = allowed_signers
         self._ensure()
 
-    def _git(self, *args: str) -> Answer:  # type: ignore[type-arg]
+    def _git(self, *args: str) -> Answer:
         """git's answer; one that could not run is a failure like any other (fail closed)."""
         try:
             return run_git(*args, git_dir=self.git_dir)
@@ -77,7 +77,7 @@ class RemoteMirror:
             if self._git("config", "remote.origin.url", self.url).returncode != 0:
                 raise MirrorError("cannot configure the Git mirror in VANTA_GIT_CACHE")
 
-    def _flock(self, blocking: bool = True):  # type: ignore[no-untyped-def]
+    def _flock(self, blocking: bool = True):
         return _FileLock(self.cache_dir / "sync.lock", blocking)
 
     def _rev(self, ref: str) -> str | None:

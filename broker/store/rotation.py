@@ -73,8 +73,12 @@ class Policy:
 class Change(Protocol):
     """What evaluation needs of a key's last change (broker.store.history's KeyChange has it)."""
 
-    commit: str
-    committed_at: str  # RFC 3339 UTC
+    @property
+    def commit(self) -> str: ...
+
+    @property
+    def committed_at(self) -> str:
+        """RFC 3339 UTC."""
 
 
 @dataclass(frozen=True)
@@ -329,7 +333,7 @@ def repository_check(
     return RepositoryReport(statuses, sorted(skipped, key=lambda f: f.path))
 
 
-def _git(cwd: Path | None, *args: str) -> Answer:  # type: ignore[type-arg]
+def _git(cwd: Path | None, *args: str) -> Answer:
     try:
         return run_git(*args, cwd=cwd, timeout=60)
     except GitUnavailable as exc:

@@ -81,9 +81,24 @@ def list_files(names: list[str]) -> Listing:
 
 
 class Tree(Protocol):
+    """Where the secrets files are read from: a Git tree at a ref, or a directory."""
+
+    @property
+    def git_dir(self) -> Path | None:
+        """None outside Git: no versions, no history."""
+
+    @property
+    def common_dir(self) -> Path | None: ...
+
     def served(self) -> Snapshot: ...
     def at_version(self, version: str) -> Snapshot: ...
-    def blob(self, snapshot: Snapshot, environment: str) -> tuple[str, bytes | None] | None: ...
+    def blob(self, snapshot: Snapshot, environment: str) -> tuple[str, bytes | None] | None:
+        """(content id, its bytes, or None when `blob_data` reads them), or None."""
+
+    def blob_data(self, content_id: str) -> bytes: ...
+    def file_path(self, environment: str) -> str:
+        """The environment's file, relative to the repository's top (or the directory)."""
+
     def listing(self, snapshot: Snapshot) -> Listing: ...
 
 
@@ -116,7 +131,7 @@ class SecretStore:
         def load() -> bytes:
             if data is not None:
                 return data
-            return self.tree.blob_data(content_id)  # type: ignore[attr-defined]
+            return self.tree.blob_data(content_id)
 
         return self.decryptor.document(content_id, load)
 
@@ -143,6 +158,9 @@ class DiskTree:
 
     A file is re-read and re-hashed only when its stat changes; one changed within the
     last RACY_SECONDS is re-read on every request, so a write is never missed."""
+
+    git_dir: Path | None = None
+    common_dir: Path | None = None
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -178,6 +196,12 @@ class DiskTree:
         if time.time() - st.st_ctime > RACY_SECONDS:
             self._files.put(path, (stamp, content_id, data))
         return content_id, data
+
+    def blob_data(self, content_id: str) -> bytes:
+        raise NotFound("environment not found")  # `blob` hands over a file's bytes itself
+
+    def file_path(self, environment: str) -> str:
+        return f"{environment}{SUFFIX}"
 
     def listing(self, snapshot: Snapshot) -> Listing:
         return list_files([p.name for p in self.directory.glob(f"*{SUFFIX}") if p.is_file()])
@@ -239,7 +263,7 @@ class GitTree:
             return None
         return Snapshot(found[0], committed_at(found[2]))
 
-    def _git(self, *args: str) -> Answer:  # type: ignore[type-arg]
+    def _git(self, *args: str) -> Answer:
         try:
             return run_git(*args, git_dir=self.git_dir, timeout=30)
         except GitUnavailable as exc:

@@ -75,9 +75,8 @@ class MintRequest:
         subject = body.get("subject")
         if not (isinstance(subject, str) and 1 <= len(subject) <= 128 and subject.isprintable()):
             raise BadRequest("subject must be 1-128 printable characters")
-        environment = body.get("environment")
-        if environment != ALL:
-            check_environment(environment)
+        raw_environment = body.get("environment")
+        environment = ALL if raw_environment == ALL else check_environment(raw_environment)
         key_pattern = check_pattern(body.get("key_pattern"))
         ttl = body.get("ttl_minutes", DEFAULT_TTL_MINUTES)
         if not _is_int(ttl) or not 1 <= ttl <= max_ttl_minutes:
@@ -239,7 +238,7 @@ def _claims_from_payload(payload: Mapping[str, Any]) -> Claims:
     known = tuple(p for p in PERMISSIONS if p in permissions)
     return Claims(
         subject=subject,
-        scope=Scope(environment, pattern, known),
+        scope=Scope(str(environment), str(pattern), known),  # both checked above
         jti=jti,
         issued_at=payload["iat"],
         expires_at=payload["exp"],

@@ -162,7 +162,12 @@ def audit_page() -> str:
         "ui/audit.html",
         page=page,
         filters=filters,
-        newer=url_for("ui.audit_page", **active, page=page.page - 1) if page.page > 1 else None,
-        older=url_for("ui.audit_page", **active, page=page.page + 1) if page.has_more else None,
+        newer=_audit_url(active, page.page - 1) if page.page > 1 else None,
+        older=_audit_url(active, page.page + 1) if page.has_more else None,
         fixed_environment=None if claims.scope.environment == "*" else claims.scope.environment,
     )
+
+
+def _audit_url(filters: dict[str, str], page: int) -> str:
+    values: dict[str, Any] = {**filters, "page": page}
+    return url_for("ui.audit_page", **values)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from flask import Response, current_app, g, redirect, render_template, request, url_for
+from flask import current_app, g, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response
 
 from broker.errors import ApiError, BadRequest, PermissionDenied
 from broker.tokens.claims import LEEWAY_SECONDS, Claims, verify

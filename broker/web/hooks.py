@@ -58,7 +58,7 @@ _request_ids = _RequestIds()
 def begin() -> None:
     # The request, g and the app are bound once: each use of Flask's proxies is a lookup.
     req: Request = request._get_current_object()  # type: ignore[attr-defined]
-    ctx = g._get_current_object()  # type: ignore[attr-defined]
+    ctx = g._get_current_object()
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     ctx.request_id = _request_ids.next()
     ctx.started = time.perf_counter()
@@ -89,7 +89,7 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 
 def finish(response: Response) -> Response:
     req: Request = request._get_current_object()  # type: ignore[attr-defined]
-    ctx = g._get_current_object()  # type: ignore[attr-defined]
+    ctx = g._get_current_object()
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     parts: Parts = app.extensions[EXTENSION]
     status = response.status_code

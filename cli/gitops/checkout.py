@@ -65,7 +65,7 @@ class Checkout:
     def path(self, environment: str) -> Path:
         return self.top / SECRETS_DIR / f"{environment}{SUFFIX}"
 
-    def git(self, *args: str, check: bool = True) -> Answer:  # type: ignore[type-arg]
+    def git(self, *args: str, check: bool = True) -> Answer:
         try:
             answer = run_git(*args, cwd=self.top)
         except GitUnavailable as exc:

@@ -30,7 +30,7 @@ def render(pairs: Iterable[tuple[str, str]], fmt: str = "dotenv") -> str:
     if fmt == "yaml":
         yaml = YAML(typ="safe", pure=True)
         yaml.default_flow_style = False
-        yaml.sort_base_mapping_type_on_output = False  # injection order
+        yaml.sort_base_mapping_type_on_output = False  # type: ignore[assignment]  # in order
         yaml.allow_unicode = True
         yaml.width = 1 << 30  # one line per variable (long values are not folded)
         out = io.StringIO()

@@ -120,7 +120,7 @@ class SigwaitRelay:
 
     def __init__(self) -> None:
         self._mask = FORWARDED | {signal.SIGCHLD}
-        self._saved: set[signal.Signals] | None = None
+        self._saved: set[int | signal.Signals] | None = None
         self._sigchld: Any = None
 
     def __enter__(self) -> SigwaitRelay:
