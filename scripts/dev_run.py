@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 from broker.config import Keyring  # noqa: E402
 from broker.scope import PERMISSIONS, Scope  # noqa: E402
-from broker.serving.command import _port_taken  # noqa: E402
+from broker.serving.command import port_taken  # noqa: E402
 from broker.tokens.claims import MintRequest, mint  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -45,7 +45,7 @@ def dev_port(environ: Mapping[str, str]) -> int:
 
 def check_port_free(host: str, port: int) -> None:
     """DevRunError, before anything is printed, when the address cannot be listened on."""
-    why = _port_taken(host, port)
+    why = port_taken(host, port)
     if why is not None:
         raise DevRunError(
             f"cannot listen on {host}:{port}: {why} (another broker? choose another port: "

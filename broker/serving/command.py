@@ -34,7 +34,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _port_taken(host: str, port: int) -> str | None:
+def port_taken(host: str, port: int) -> str | None:
     """Why the address cannot be bound, or None. The workers bind with SO_REUSEPORT, which
     would let them share a port with another broker; a plain bind first refuses a port that
     anything listens on already."""
@@ -178,7 +178,7 @@ def serve(
             "TLS-terminating proxy",
             2,
         )
-    if port != 0 and (reason := _port_taken(host, port)) is not None:
+    if port != 0 and (reason := port_taken(host, port)) is not None:
         _fail(f"cannot listen on {host}:{port}: {reason}", 1)
     # The signing keys and other secrets now live in `config` only: the servers copy the
     # process environment into places (granian: every request's WSGI environ) they must not be.
