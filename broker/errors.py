@@ -31,6 +31,11 @@ class ApiError(Exception):
         self.message = message or self.default_message
         super().__init__(self.message)
 
+    @classmethod
+    def codes(cls) -> tuple[str, ...]:
+        """The codes this error answers with."""
+        return (cls.code,)
+
     def extra(self) -> dict[str, object]:
         """Fields the error body carries beside `error` and `request_id`."""
         return {}
@@ -124,6 +129,11 @@ class SyncRefused(ApiError):
     """A fetched commit that may not be served: not a fast-forward, or not signed."""
 
     status = 409
+    REASONS = ("non_fast_forward", "unsigned_commit")
+
+    @classmethod
+    def codes(cls) -> tuple[str, ...]:
+        return cls.REASONS
 
     def __init__(self, code: str, message: str, version: str | None) -> None:
         super().__init__(message)
@@ -143,3 +153,14 @@ class RateLimited(ApiError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
+
+
+def error_classes() -> list[type[ApiError]]:
+    """Every error of the tree, parents before their children."""
+    found: list[type[ApiError]] = []
+    pending = list(ApiError.__subclasses__())
+    while pending:
+        error = pending.pop(0)
+        found.append(error)
+        pending.extend(error.__subclasses__())
+    return found

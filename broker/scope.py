@@ -12,7 +12,7 @@ from broker.errors import BadRequest
 
 ENVIRONMENT_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 KEY_SEGMENT_RE = re.compile(r"[A-Za-z0-9_.-]+")
-PATTERN_RE = re.compile(r"[A-Za-z0-9_.\-/*?]+")
+PATTERN_RE = re.compile(r"[A-Za-z0-9_./*?-]+")
 MAX_KEY_LENGTH = 256
 RESERVED_ENVIRONMENTS = frozenset({"tokens"})
 ALL = "*"

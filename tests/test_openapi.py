@@ -29,7 +29,9 @@ from schemathesis.specs.openapi.definitions import OPENAPI_31
 from broker import errors
 from broker.config import Config, SecretValue
 from broker.web.app import create_app
-from broker.web.openapi import ERROR_CODES, build_document
+from broker.scope import PERMISSIONS
+from broker.web.endpoints import ROUTES
+from broker.web.openapi import build_document, error_codes
 
 SPEC_ERROR_CODES = {
     "bad_request",
@@ -124,7 +126,7 @@ def test_document_declares_bearer_jwt_and_the_openapi_route_is_public(config):
 
 
 def test_error_codes_are_the_specs_and_cover_every_domain_error(config):
-    assert set(ERROR_CODES) == SPEC_ERROR_CODES
+    assert set(error_codes()) == SPEC_ERROR_CODES
     raised = {
         cls.code
         for _, cls in inspect.getmembers(errors, inspect.isclass)
@@ -154,6 +156,52 @@ def test_every_api_route_is_documented_and_every_operation_routed(config):
     operations = {(m.upper(), p) for p, item in document.items() for m in item}
     assert routes - operations == set()
     assert operations - routes == set()
+
+
+def _concrete(path: str) -> str:
+    """A route's rule with names filled in: environment dev, key PORT."""
+    return re.sub(r"<(?:\w+:)?(\w+)>", lambda m: {"environment": "dev"}.get(m[1], "PORT"), path)
+
+
+GUARDED = [r for r in ROUTES if r.declared.permission]
+
+
+@pytest.mark.parametrize("route", GUARDED, ids=[r.declared.operation_id for r in GUARDED])
+def test_each_route_refuses_a_token_without_the_permission_it_declares(config, route):
+    declared = route.declared
+    lacking = tuple(p for p in PERMISSIONS if p != declared.permission)
+    response = client_for(config).open(
+        _concrete(route.path),
+        method=declared.method,
+        headers=bearer(make_token(config, permissions=lacking)),
+        json={} if declared.method == "POST" else None,
+        query_string={"environment": "dev"} if declared.query_names == ("environment",) else None,
+    )
+    assert response.status_code == 403, response.get_data(as_text=True)
+    assert response.get_json()["error"]["code"] == "permission_denied"
+    assert declared.permission in response.get_json()["error"]["message"]
+    operation = build_document(config.max_ttl_minutes)["paths"]
+    described = operation[re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", route.path)]
+    assert f"`{declared.permission}`" in described[declared.method.lower()]["description"]
+
+
+CHECKED = [r for r in ROUTES if r.declared.query is not None and not r.declared.public]
+
+
+@pytest.mark.parametrize("route", CHECKED, ids=[r.declared.operation_id for r in CHECKED])
+def test_each_route_takes_only_the_query_parameters_it_declares(config, route):
+    """An undeclared parameter is 400 naming it, before any work, and audited under the
+    route's declared event."""
+    declared = route.declared
+    response = client_for(config).open(
+        _concrete(route.path),
+        method=declared.method,
+        headers=bearer(make_token(config)),
+        query_string={"colour": "blue"},
+    )
+    assert response.status_code == 400
+    assert "colour" in response.get_json()["error"]["message"]
+    assert read_audit(config)[-1]["event"] == declared.event
 
 
 # -- answers schemathesis cannot provoke ------------------------------------------------------

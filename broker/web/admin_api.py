@@ -15,13 +15,13 @@ from broker.state.sqlite import RETENTION_SECONDS
 from broker.tokens.claims import Claims
 from broker.web.api import (
     audit,
-    audited,
     authenticate,
     json_response,
     parts,
     read_body,
     read_json_object,
 )
+from broker.web.endpoints import Answer, Endpoint, Param, Schema, route, schema
 
 admin = Blueprint("admin", __name__, url_prefix="/api/v1")
 
@@ -72,20 +72,46 @@ def _keep_until(caller: Claims, jti: str) -> int:
     return int(time.time()) + parts().config.max_ttl_minutes * 60 + RETENTION_SECONDS
 
 
-@admin.post("/vault/tokens/revoke")
-@audited("token.revoke")
+@route(
+    admin,
+    Endpoint(
+        "POST",
+        "/vault/tokens/revoke",
+        "revokeToken",
+        "Revoke a token by its jti",
+        "tokens",
+        {200: Answer("Revoked.", schema("Revoked"))},
+        event="token.revoke",
+        permission="tokens:issue",
+        errors=(404, 413),
+        body=schema("RevokeRequest"),
+    ),
+)
 def revoke_token() -> Response:
-    caller = authenticate("tokens:issue")
+    caller = authenticate()
     jti = _jti_from_body()
     audit(revoked_jti=jti)
     parts().state.revoke(jti, min(_keep_until(caller, jti), LAST_INSTANT))
     return json_response({"revoked": jti})
 
 
-@admin.post("/vault/tokens/revoke-self")
-@audited("token.revoke_self")
+@route(
+    admin,
+    Endpoint(
+        "POST",
+        "/vault/tokens/revoke-self",
+        "revokeSelf",
+        "Revoke the token that makes the call",
+        "tokens",
+        {200: Answer("Revoked.", schema("Revoked"))},
+        event="token.revoke_self",
+        errors=(413,),
+        body={"type": "object", "description": "Ignored; none is needed."},
+        body_required=False,
+    ),
+)
 def revoke_self() -> Response:
-    caller = authenticate(None)
+    caller = authenticate()
     data = read_body()  # none is needed; an oversized one is still 413
     if data.strip():
         _json_object(data)  # and anything sent must at least be a JSON object
@@ -99,10 +125,45 @@ def revoke_self() -> Response:
     return json_response({"revoked": caller.jti})
 
 
-@admin.get("/audit")
-@audited("audit.export", query=("environment", "subject", "outcome", "since", "until"))
+_TEXT: Schema = {"type": "string"}
+_AUDIT_FILTERS = tuple(  # an empty value is no filter
+    Param(name, {"anyOf": [kind, {"const": ""}]}, description)
+    for name, kind, description in (
+        ("environment", schema("Environment"), "Only this environment's records."),
+        ("subject", {**_TEXT, "maxLength": 128}, "Only this subject's records."),
+        ("outcome", {"enum": ["success", "denied", "error"]}, "Only this outcome."),
+        ("since", {**_TEXT, "format": "date-time"}, "From this instant (inclusive)."),
+        ("until", {**_TEXT, "format": "date-time"}, "Until this instant (exclusive)."),
+    )
+)
+_AUDIT_LINES: Schema = {
+    "type": "array",
+    "items": schema("AuditRecord"),
+    "description": "JSONL: one AuditRecord per line (read as an array of the lines, "
+    "as OpenAPI 3.2 reads sequential media types).",
+}
+
+
+@route(
+    admin,
+    Endpoint(
+        "GET",
+        "/audit",
+        "exportAudit",
+        "Export audit records as JSONL",
+        "audit",
+        {
+            200: Answer(
+                "Matching records, oldest first.", _AUDIT_LINES, EXPORT_MIMETYPE, secret=True
+            )
+        },
+        event="audit.export",
+        permission="audit:read",
+        query=_AUDIT_FILTERS,
+    ),
+)
 def export_audit() -> Response:
-    caller = authenticate("audit:read")
+    caller = authenticate()
     query = AuditQuery.from_args(request.args.to_dict(flat=False), caller.scope.environment)
     audit(environment=query.environment)
     trail = parts().audit

@@ -26,6 +26,7 @@ from broker.state.sqlite import MintedToken
 from broker.store.history import history_answer
 from broker.store.tree import Snapshot
 from broker.tokens.claims import Claims, MintRequest, mint, mint_answer
+from broker.web.endpoints import Answer, Endpoint, Param, route, schema
 from broker.web.parts import parts
 from broker.web.responses import BrokerResponse
 
@@ -45,19 +46,6 @@ def json_response(body: Any, status: int = 200, secret: bool = False) -> Respons
     )
 
 
-def audited(event: str, query: tuple[str, ...] | None = ()):  # type: ignore[no-untyped-def]
-    """Name a view's audit event and the query parameters it takes, both known before the
-    view runs: a 413 or 429 raised ahead of it is recorded under the endpoint's event, and
-    an unknown or repeated parameter is 400 (`query=None`: not checked)."""
-
-    def mark(view):  # type: ignore[no-untyped-def]
-        view.audit_event = event
-        view.query_params = query
-        return view
-
-    return mark
-
-
 def check_query(allowed: tuple[str, ...] | None) -> None:
     if allowed is None:
         return
@@ -73,10 +61,11 @@ def audit(**fields: Any) -> None:
     g.audit.update(fields)
 
 
-def authenticate(permission: str | None) -> Claims:
+def authenticate() -> Claims:
     """The caller's verified claims; 401 for any token fault, 403 if revoked or lacking
-    `permission`."""
-    return _authenticate(permission, parts(), g._get_current_object())  # type: ignore[attr-defined]
+    the permission the route declares."""
+    ctx = g._get_current_object()
+    return _authenticate(ctx.declared.permission, parts(), ctx)
 
 
 def _authenticate(permission: str | None, wired: Any, ctx: Any) -> Claims:
@@ -102,12 +91,12 @@ def _authenticate(permission: str | None, wired: Any, ctx: Any) -> Claims:
     return claims
 
 
-def authorize_key(environment: str, key: str, permission: str) -> tuple[Claims, Any]:
+def authorize_key(environment: str, key: str) -> tuple[Claims, Any]:
     """The checks before one key is read or its history shown: names recorded for the
-    audit, the token verified and holding `permission`, environment and key inside its
-    scope. Returns the claims and the wired parts."""
+    audit, the token verified and holding the route's permission, environment and key
+    inside its scope. Returns the claims and the wired parts."""
     wired = parts()
-    ctx = g._get_current_object()  # type: ignore[attr-defined]
+    ctx = g._get_current_object()
     record = ctx.audit
     valid_environment = names.is_environment(environment)
     valid_key = names.is_key(key)
@@ -115,7 +104,7 @@ def authorize_key(environment: str, key: str, permission: str) -> tuple[Claims, 
         record["environment"] = environment
         if valid_key:
             record["key"] = key
-    claims = _authenticate(permission, wired, ctx)
+    claims = _authenticate(ctx.declared.permission, wired, ctx)
     if not valid_environment:
         names.check_environment(environment)
     if not claims.scope.covers_environment(environment):
@@ -195,10 +184,23 @@ def read_json_object() -> dict[str, Any]:
 # -- tokens ---------------------------------------------------------------------------
 
 
-@api.post("/vault/tokens/generate")
-@audited("token.generate")
+@route(
+    api,
+    Endpoint(
+        "POST",
+        "/vault/tokens/generate",
+        "generateToken",
+        "Mint a token inside the caller's own scope",
+        "tokens",
+        {201: Answer("Minted.", schema("MintAnswer"), secret=True)},
+        event="token.generate",
+        permission="tokens:issue",
+        errors=(413,),
+        body=schema("MintRequest"),
+    ),
+)
 def generate_token() -> Response:
-    issuer = authenticate("tokens:issue")
+    issuer = authenticate()
     if issuer.usage_limit is not None:
         raise PermissionDenied(
             "a token with a usage limit cannot mint: its tokens would escape the limit"
@@ -233,11 +235,30 @@ def generate_token() -> Response:
 # -- reading secrets -----------------------------------------------------------------
 
 
-@api.get("/vault/<environment>/<path:key>")
-@audited("secret.read", query=("version",))
+@route(
+    api,
+    Endpoint(
+        "GET",
+        "/vault/<environment>/<path:key>",
+        "readSecret",
+        "Read one value (uses one of a limited token's uses)",
+        "secrets",
+        {200: Answer("The value.", schema("Secret"), secret=True)},
+        event="secret.read",
+        permission="secrets:read",
+        query=(
+            Param(
+                "version",
+                {"type": "string", "pattern": "^[0-9a-fA-F]{7,40}$"},
+                "A commit (7-40 hex digits) reachable from the served ref; unknown is 404.",
+            ),
+        ),
+        errors=(404, 405),
+    ),
+)
 def read_secret(environment: str, key: str) -> Response:
     reject_reserved(environment)
-    claims, wired = authorize_key(environment, key, "secrets:read")
+    claims, wired = authorize_key(environment, key)
     store = wired.store
     version = request.args.get("version") if request.environ.get("QUERY_STRING") else None
     snapshot = store.served() if version is None else store.at_version(version)
@@ -257,12 +278,25 @@ def read_secret(environment: str, key: str) -> Response:
     return json_response(body, secret=True)
 
 
-@api.get("/vault/<environment>")
-@audited("secret.list", query=("pattern",))
+@route(
+    api,
+    Endpoint(
+        "GET",
+        "/vault/<environment>",
+        "listKeys",
+        "List key names (never values)",
+        "secrets",
+        {200: Answer("Key names.", schema("KeyList"))},
+        event="secret.list",
+        permission="secrets:list",
+        query=(Param("pattern", schema("KeyPattern"), "Default `*`."),),
+        errors=(404, 405),
+    ),
+)
 def list_keys(environment: str) -> Response:
     reject_reserved(environment)
     note_target(environment)
-    claims = authenticate("secrets:list")
+    claims = authenticate()
     check_environment_scope(claims, environment)
     pattern = names.check_pattern(request.args.get("pattern", ALL), "pattern")
     audit(pattern=pattern)
@@ -273,12 +307,26 @@ def list_keys(environment: str) -> Response:
     return json_response({"environment": environment, "keys": keys, "version": snapshot.version})
 
 
-@api.post("/vault/<environment>/batch")
-@audited("secret.batch")
+@route(
+    api,
+    Endpoint(
+        "POST",
+        "/vault/<environment>/batch",
+        "batchRead",
+        "Read several values by name or pattern (one use)",
+        "secrets",
+        {200: Answer("The values.", schema("BatchValues"), secret=True)},
+        event="secret.batch",
+        permission="secrets:read",
+        permission_note=" (and secrets:list for a pattern)",
+        errors=(404, 405, 413),
+        body=schema("BatchRequest"),
+    ),
+)
 def batch_read(environment: str) -> Response:
     reject_reserved(environment)
     note_target(environment)
-    claims = authenticate("secrets:read")
+    claims = authenticate()
     check_environment_scope(claims, environment)
     body = read_json_object()
     if set(body) - {"keys", "pattern"} or len(body) != 1:
@@ -315,10 +363,22 @@ def batch_read(environment: str) -> Response:
     return json_response(body, secret=True)
 
 
-@api.get("/history/<environment>/<path:key>")
-@audited("secret.history")
+@route(
+    api,
+    Endpoint(
+        "GET",
+        "/history/<environment>/<path:key>",
+        "keyHistory",
+        "The commits that changed a key, newest first",
+        "secrets",
+        {200: Answer("Its history.", schema("History"))},
+        event="secret.history",
+        permission="secrets:list",
+        errors=(404,),
+    ),
+)
 def key_history(environment: str, key: str) -> Response:
-    authorize_key(environment, key, "secrets:list")
+    authorize_key(environment, key)
     snapshot = snapshot_for(None)
     audit(version=snapshot.version)
     return json_response(history_answer(parts().store, snapshot, environment, key))

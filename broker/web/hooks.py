@@ -22,6 +22,7 @@ from broker.errors import (
 )
 from broker.web.answers import error_response
 from broker.web.api import MAX_BODY_BYTES, check_query
+from broker.web.endpoints import UNDECLARED_EVENT
 from broker.web.parts import EXTENSION, Parts
 
 log = logging.getLogger("vanta.broker")
@@ -64,7 +65,9 @@ def begin() -> None:
     ctx.started = time.perf_counter()
     rule = req.url_rule
     view = app.view_functions.get(rule.endpoint) if rule is not None else None
-    ctx.audit = {"event": getattr(view, "audit_event", "request")}
+    declared = getattr(view, "declared", None)  # what the route declares (web.endpoints)
+    ctx.declared = declared
+    ctx.audit = {"event": UNDECLARED_EVENT if declared is None else declared.event}
     environ = req.environ
     if environ.get("CONTENT_LENGTH") and (req.content_length or 0) > MAX_BODY_BYTES:
         raise PayloadTooLarge()  # also where no route reads a body
@@ -78,10 +81,8 @@ def begin() -> None:
         # Flask answers these implicitly; a HEAD would count a use and leave no value.
         allowed = sorted((rule.methods or set()) - {"HEAD", "OPTIONS"})
         raise MethodNotAllowed(allow=tuple(allowed))
-    if environ.get("QUERY_STRING"):
-        allowed_query = getattr(view, "query_params", None)
-        if allowed_query is not None:
-            check_query(allowed_query)
+    if declared is not None and environ.get("QUERY_STRING"):
+        check_query(declared.query_names)
 
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

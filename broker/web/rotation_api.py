@@ -23,12 +23,12 @@ from broker.store.rotation import (
 from broker.store.tree import SecretStore, Snapshot
 from broker.web.api import (
     audit,
-    audited,
     authenticate,
     check_environment_scope,
     json_response,
     parts,
 )
+from broker.web.endpoints import Answer, Endpoint, Param, route, schema
 
 rotation_api = Blueprint("rotation", __name__, url_prefix="/api/v1")
 
@@ -49,12 +49,12 @@ def rotation_report(
     not served, BadRequest when the secrets are not in Git (no history to read),
     RotationUnavailable for a broken `.vanta.yaml`."""
     tree = store.tree
-    git_dir = getattr(tree, "git_dir", None)
+    git_dir = tree.git_dir
     if git_dir is None or snapshot.version is None:
         raise BadRequest("rotation needs the secrets in a Git repository")
     if tree.blob(snapshot, environment) is None:
         raise NotFound(f"environment {environment!r} not found")
-    common_dir = Path(getattr(tree, "common_dir", git_dir))
+    common_dir = Path(tree.common_dir or git_dir)
     if (Path(git_dir) / "shallow").exists() or (common_dir / "shallow").exists():
         # Every key would look as old as the oldest fetched commit: no answer beats that.
         raise RotationUnavailable("the served repository is a shallow clone: key ages are unknown")
@@ -66,10 +66,23 @@ def rotation_report(
     return evaluate(policy, environment, changes, now)
 
 
-@rotation_api.get("/rotation")
-@audited("rotation.check", query=("environment",))
+@route(
+    rotation_api,
+    Endpoint(
+        "GET",
+        "/rotation",
+        "rotationCheck",
+        "Rotation status of an environment's keys",
+        "rotation",
+        {200: Answer("Key ages.", schema("Rotation"))},
+        event="rotation.check",
+        permission="secrets:list",
+        query=(Param("environment", schema("Environment"), "Required.", required=True),),
+        errors=(404,),
+    ),
+)
 def rotation_check() -> Response:
-    claims = authenticate("secrets:list")
+    claims = authenticate()
     environment = request.args.get("environment")
     if not environment:
         raise BadRequest("environment is required")

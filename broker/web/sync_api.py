@@ -11,7 +11,8 @@ from flask import Blueprint, Response, request
 
 from broker.errors import AuditUnavailable, NotFound, SignatureInvalid, SyncFailed, SyncRefused
 from broker.store.remote import SyncOutcome
-from broker.web.api import audit, audited, json_response
+from broker.web.api import audit, json_response
+from broker.web.endpoints import Answer, Endpoint, Param, route, schema
 from broker.web.parts import parts
 
 sync = Blueprint("sync", __name__, url_prefix="/api/v1")
@@ -23,8 +24,35 @@ _REFUSALS = {
 }
 
 
-@sync.post("/sync")
-@audited("git.sync", query=None)  # forges may add their own
+@route(
+    sync,
+    Endpoint(
+        "POST",
+        "/sync",
+        "syncWebhook",
+        "A forge's push webhook: fetch the Git remote now",
+        "sync",
+        {
+            200: Answer("The commit now served.", schema("Synced")),
+            409: Answer("Refused: the last good commit stays.", schema("SyncRefusal")),
+        },
+        event="git.sync",
+        query=None,  # forges may add their own
+        headers=(
+            Param(
+                "X-Hub-Signature-256",
+                {"type": "string", "pattern": "^sha256=[0-9a-f]{64}$"},
+                "HMAC-SHA256 of the raw body with VANTA_WEBHOOK_SECRET.",
+                required=True,
+                where="header",
+            ),
+        ),
+        errors=(404, 413, 429, 503),
+        own_errors=(SignatureInvalid, SyncRefused),
+        body={"description": "The forge's push payload; ignored."},
+        public=True,
+    ),
+)
 def sync_webhook() -> Response:
     mirror, secret = parts().mirror, parts().config.webhook_secret
     if mirror is None or secret is None:
