@@ -19,7 +19,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from agekeys import generate_age_key  # noqa: E402
+from support.agekeys import generate_age_key  # noqa: E402
 
 from broker.config import Keyring, SecretValue, default_sops_bin  # noqa: E402
 from broker.scope import PERMISSIONS, Scope  # noqa: E402

@@ -9,7 +9,9 @@ import subprocess
 from dataclasses import replace
 
 import pytest
-from conftest import SOPS_BIN, bearer, git, make_token, read_audit
+from support.brokers import read_audit
+from support.repos import SOPS_BIN, git
+from support.tokens import bearer, make_token
 
 from broker.store import history
 from broker.web.app import create_app

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import jwt
 import pytest
-from conftest import DEV_SECRETS, bearer, make_token, read_audit
+from support.brokers import read_audit
+from support.repos import DEV_SECRETS
+from support.tokens import bearer, make_token
 
 from broker.scope import PERMISSIONS
 from broker.web.app import create_app

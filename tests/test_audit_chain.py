@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 import requests
 from click.testing import CliRunner
-from conftest import bearer, make_token, read_audit, start_broker, stop_broker
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.brokers import read_audit, start_broker, stop_broker
+from support.tokens import bearer, make_token
 
 from broker.audit.log import GENESIS, AuditLog, canonical, record_hash
 from broker.audit.verify import ChainBroken, verify_chain

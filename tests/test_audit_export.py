@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import bearer, make_token, read_audit, start_broker, stop_broker
+from support.brokers import read_audit, start_broker, stop_broker
+from support.tokens import bearer, make_token
 
 from broker.audit.log import AuditLog
 from broker.audit.verify import verify_chain

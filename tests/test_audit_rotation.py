@@ -8,7 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
-from conftest import bearer, make_token, start_broker, stop_broker
+from support.brokers import start_broker, stop_broker
+from support.tokens import bearer, make_token
 
 from broker.audit.log import GENESIS
 

@@ -9,8 +9,8 @@ import boto3
 import pytest
 import requests
 from click.testing import CliRunner
-from conftest import free_port
 from moto.server import ThreadedMotoServer
+from support.brokers import free_port
 
 from broker.audit.log import AuditLog, canonical, record_hash, rotated_files
 from cli.main import cli

@@ -5,7 +5,8 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
-from conftest import bearer, make_token, read_audit
+from support.brokers import read_audit
+from support.tokens import bearer, make_token
 
 
 def test_usage_limit_is_exact_across_workers(running_broker, config):

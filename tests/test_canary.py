@@ -19,17 +19,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import (
-    SIGNING_KEY,
-    RunningBroker,
-    SecretsRepo,
-    bearer,
-    git,
-    make_secrets_repo,
-    make_token,
-    start_broker,
-    stop_broker,
-)
+from support.brokers import RunningBroker, start_broker, stop_broker
+from support.repos import SIGNING_KEY, SecretsRepo, git, make_secrets_repo
+from support.tokens import bearer, make_token
 
 from broker.config import Config
 from broker.scope import PERMISSIONS

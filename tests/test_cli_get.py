@@ -13,8 +13,8 @@ from pathlib import Path
 import jwt
 import pytest
 import requests
-from conftest import DEV_SECRETS, SIGNING_KEY, git
-from test_cli_run import READER, Broker, cli_env, serve_secrets
+from support.cli import READER, Broker, cli_env, expired_token, serve_secrets
+from support.repos import DEV_SECRETS, git
 
 VANTA_CLI = str(Path(sys.executable).parent / "vanta-cli")
 MULTILINE = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
@@ -38,22 +38,6 @@ def get(*args: str, token: str | None, cwd: Path | None = None, **env: str):
         text=True,
         timeout=60,
     )
-
-
-def expired_token(seconds_ago: int, permissions: tuple[str, ...] = READER) -> str:
-    now = int(time.time())
-    claims = {
-        "iss": "vanta-vault",
-        "aud": "vanta-vault-api",
-        "sub": "old",
-        "iat": now - 3600,
-        "nbf": now - 3600,
-        "exp": now - seconds_ago,
-        "jti": "expired-jti-0123456789abcdef",
-        "scope": {"environment": "dev", "key_pattern": "*", "permissions": list(permissions)},
-        "usage_limit": None,
-    }
-    return jwt.encode(claims, SIGNING_KEY, algorithm="HS256")
 
 
 def test_get_prints_the_value_alone_with_a_newline_and_no_token(broker):

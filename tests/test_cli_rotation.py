@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import free_port
-from test_rotation import SECRET_VALUES, AgedRepo, build_aged_repo
+from support.aged import SECRET_VALUES, AgedRepo, build_aged_repo
+from support.brokers import free_port
 
 from cli.commands.rotation import rotation
 

@@ -11,10 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from agekeys import generate_age_key
 from click.testing import CliRunner
-from conftest import DEV_SECRETS, PROD_SECRETS, SOPS_BIN, bearer, git, make_token
 from ruamel.yaml import YAML
+from support.agekeys import generate_age_key
+from support.repos import DEV_SECRETS, PROD_SECRETS, SOPS_BIN, git
+from support.tokens import bearer, make_token
 
 import cli
 from broker.store import history

@@ -12,7 +12,9 @@ import jwt
 import pytest
 import requests
 from click.testing import CliRunner
-from conftest import SIGNING_KEY, bearer, free_port, make_token
+from support.brokers import free_port
+from support.repos import SIGNING_KEY
+from support.tokens import bearer, make_token
 
 from cli.main import cli
 

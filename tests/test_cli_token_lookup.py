@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import DEV_SECRETS
-from test_cli_get import expired_token
-from test_cli_run import ISSUER, READER, Broker, cli_env, serve_secrets
+from support.cli import ISSUER, READER, Broker, cli_env, expired_token, serve_secrets
+from support.repos import DEV_SECRETS
 
 from cli.client import TokenInvalid
 from cli.tokens.hints import TokenSource, explain

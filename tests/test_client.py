@@ -12,9 +12,11 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 import responses
-from conftest import DEV_SECRETS, free_port, make_token, read_audit
 from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
+from support.brokers import free_port, read_audit
+from support.repos import DEV_SECRETS
+from support.tokens import make_token
 
 from broker.web.app import create_app
 from cli import client as vc

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 import trustme
-from conftest import make_token, read_audit, start_broker, stop_broker
+from support.brokers import read_audit, start_broker, stop_broker
+from support.tokens import make_token
 
 import cli
 from cli.client import BrokerUnavailable, VaultClient, VaultError

@@ -15,15 +15,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import (
-    DEV_SECRETS,
-    SOPS_BIN,
-    SecretsRepo,
-    bearer,
-    make_token,
-    start_broker,
-    stop_broker,
-)
+from support.brokers import start_broker, stop_broker
+from support.repos import DEV_SECRETS, SOPS_BIN, SecretsRepo
+from support.tokens import bearer, make_token
 
 from broker.config import Config
 from broker.errors import DecryptFailed

@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import SOPS_BIN, SecretsRepo, git, make_secrets_repo
+from support.repos import SOPS_BIN, SecretsRepo, git, make_secrets_repo
 
 from broker.store import history
 from broker.store.history import (

@@ -20,18 +20,11 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import (
-    DEV_SECRETS,
-    RunningBroker,
-    SecretsRepo,
-    bearer,
-    git,
-    make_token,
-    start_broker,
-    stop_broker,
-)
-from test_openapi import assert_conforms
-from test_rotation import sops_set
+from support.aged import sops_set
+from support.brokers import RunningBroker, start_broker, stop_broker
+from support.openapi import assert_conforms
+from support.repos import DEV_SECRETS, SecretsRepo, git
+from support.tokens import bearer, make_token
 
 from broker.config import Config
 from broker.store import history

@@ -15,9 +15,11 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import SIGNING_KEY, bearer, make_token, start_broker, stop_broker
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.brokers import start_broker, stop_broker
+from support.repos import SIGNING_KEY
+from support.tokens import bearer, make_token
 
 from broker.config import Config
 from broker.scope import PERMISSIONS

@@ -12,10 +12,11 @@ from pathlib import Path
 import boto3
 import pytest
 import requests
-from agekeys import generate_age_key
 from click.testing import CliRunner
-from conftest import DEV_SECRETS, PROD_SECRETS, SOPS_BIN, free_port, git
 from moto.server import ThreadedMotoServer
+from support.agekeys import generate_age_key
+from support.brokers import free_port
+from support.repos import DEV_SECRETS, PROD_SECRETS, SOPS_BIN, git
 
 import cli
 from broker.store import history
@@ -355,7 +356,7 @@ def test_the_command_runs_as_its_own_process(aws, secrets_repo):
 def test_after_the_import_boto3_style_code_reads_the_same_json(
     aws, secrets_repo, running_broker, config
 ):
-    from conftest import make_token
+    from support.tokens import make_token
 
     from cli.client import VaultClient
 

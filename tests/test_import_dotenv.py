@@ -8,7 +8,8 @@ import subprocess
 
 import pytest
 from click.testing import CliRunner
-from conftest import DEV_SECRETS, SOPS_BIN, git, make_token
+from support.repos import DEV_SECRETS, SOPS_BIN, git
+from support.tokens import make_token
 
 from cli.client import VaultClient
 from cli.commands.import_ import import_

@@ -17,7 +17,9 @@ from pathlib import Path
 import jwt
 import pytest
 import requests
-from conftest import SIGNING_KEY, bearer, make_token, start_broker, stop_broker
+from support.brokers import start_broker, stop_broker
+from support.repos import SIGNING_KEY
+from support.tokens import bearer, make_token
 
 from broker.config import Config, ConfigError, Keyring, SecretValue
 from broker.scope import PERMISSIONS

@@ -4,9 +4,11 @@ imports its HTTP layer. Each is checked in a fresh interpreter, by what it loade
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -54,3 +56,20 @@ def test_the_domain_never_imports_the_http_layer(package):
     if hasattr(found, "__path__"):
         modules += [f"{package}.{m.name}" for m in pkgutil.iter_modules(found.__path__)]
     assert under(loaded_after(*modules), *FLASK, *HTTP_LAYER) == set()
+
+
+def test_tests_share_helpers_through_the_support_package_only():
+    """A test module imports shared helpers from tests/support, never from conftest (which
+    holds fixtures) or from another test module."""
+    crossing = []
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                source = node.module
+            elif isinstance(node, ast.Import):
+                source = node.names[0].name
+            else:
+                continue
+            if source == "conftest" or source.startswith("test_"):
+                crossing.append(f"{path.name}:{node.lineno} imports {source}")
+    assert crossing == []

@@ -6,7 +6,8 @@ import re
 from dataclasses import replace
 
 import requests
-from conftest import bearer, make_token, start_broker, stop_broker
+from support.brokers import start_broker, stop_broker
+from support.tokens import bearer, make_token
 
 from broker.config import SecretValue
 from broker.web.app import create_app

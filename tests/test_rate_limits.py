@@ -7,7 +7,8 @@ from dataclasses import replace
 import jwt
 import pytest
 import requests
-from conftest import bearer, make_token, minute_with_room, read_audit
+from support.brokers import read_audit
+from support.tokens import bearer, make_token, minute_with_room
 
 from broker.config import Config, ConfigError, parse_networks
 from broker.web.app import create_app

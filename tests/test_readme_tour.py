@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import free_port
+from support.brokers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"

@@ -11,15 +11,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import (
-    PROD_SECRETS,
-    bearer,
-    git,
-    make_token,
-    read_audit,
-    start_broker,
-    stop_broker,
-)
+from support.brokers import read_audit, start_broker, stop_broker
+from support.repos import PROD_SECRETS, git
+from support.tokens import bearer, make_token
 
 from broker.config import SecretValue
 from broker.store.remote import MirrorError

@@ -6,8 +6,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import bearer, git, make_token, read_audit
-from test_rotation import AgedRepo, build_aged_repo
+from support.aged import AgedRepo, build_aged_repo
+from support.brokers import read_audit
+from support.repos import git
+from support.tokens import bearer, make_token
 
 from broker.config import Config
 from broker.web.app import create_app

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import DEV_SECRETS
-from test_cli_run import ISSUER, Broker, cli_env, python, serve_secrets
+from support.cli import ISSUER, Broker, cli_env, python, serve_secrets
+from support.repos import DEV_SECRETS
 
 from broker.store.rotation import parse_policy
 from cli.project_defaults import Defaults, DefaultsError, load_defaults

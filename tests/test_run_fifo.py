@@ -14,18 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import DEV_SECRETS
-from test_cli_run import (
-    READER,
-    Broker,
-    cli_env,
-    python,
-    run,
-    rws,
-    serve_secrets,
-    start,
-    wait_for,
-)
+from support.cli import READER, Broker, cli_env, python, run, rws, serve_secrets, start, wait_for
+from support.repos import DEV_SECRETS
 
 from cli.run.dotenv import render
 from cli.run.fifo import FifoInjection

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from dotenv import dotenv_values
 from ruamel.yaml import YAML
-from test_cli_run import AWKWARD, READER, Broker, cli_env, python, run, rws_args, serve_secrets
+from support.cli import AWKWARD, READER, Broker, cli_env, python, run, rws_args, serve_secrets
 
 from cli.run.formats import FORMATS, render
 from cli.run.injected import variables_for

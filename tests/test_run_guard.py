@@ -12,8 +12,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_cli_run import ISSUER, READER, cli_env, python, rws, start, wait_for
-from test_cli_run import broker as broker  # noqa: F401 -- the module-scoped broker fixture
+from support.cli import ISSUER, READER, cli_env, python, rws, start, wait_for
+from support.cli import broker as broker  # noqa: F401 (the module-scoped broker fixture)
 
 from cli.run.guard import LeftoverGuard, die_with_parent
 

@@ -14,16 +14,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from test_cli_run import (
-    READER,
-    Broker,
-    cli_env,
-    python,
-    rws,
-    serve_secrets,
-    start,
-    wait_for,
-)
+from support.cli import READER, Broker, cli_env, python, rws, serve_secrets, start, wait_for
 
 from cli.run.injected import InjectedVar, variables_for
 from cli.run.mask import MARKER, Masker, mask_plan

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from test_cli_run import READER, Broker, cli_env, python, run, rws, rws_args, serve_secrets
+from support.cli import READER, Broker, cli_env, python, run, rws, rws_args, serve_secrets
 
 from cli.commands.secrets import secrets
 from cli.run.variables import REFUSED_NAMES, env_name, is_refused, refused_keys

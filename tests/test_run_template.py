@@ -10,8 +10,8 @@ from pathlib import Path
 import jwt
 import pytest
 import requests
-from conftest import DEV_SECRETS, PROD_SECRETS, SIGNING_KEY, bearer, free_port
-from test_cli_run import (
+from support.brokers import free_port
+from support.cli import (
     DUMP_ENV,
     ISSUER,
     READER,
@@ -24,7 +24,9 @@ from test_cli_run import (
     serve_secrets,
     touch,
 )
-from test_cli_run import proxy as proxy  # noqa: F401 -- the fixture, against this module's broker
+from support.cli import proxy as proxy  # noqa: F401 (the fixture, against this module's broker)
+from support.repos import DEV_SECRETS, PROD_SECRETS, SIGNING_KEY
+from support.tokens import bearer
 
 from cli.run.mask import MARKER
 from cli.run.references import narrowest_glob, plan_reads

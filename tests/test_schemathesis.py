@@ -34,23 +34,19 @@ from typing import Any
 import pytest
 import requests
 import schemathesis
-from agekeys import AgeKey
-from conftest import (
+from schemathesis.config import SchemathesisConfig
+from schemathesis.specs.openapi.checks import missing_required_header
+from support.agekeys import AgeKey
+from support.brokers import RunningBroker, start_broker, stop_broker
+from support.repos import (
     DEV_SECRETS,
     PROD_SECRETS,
     SIGNING_KEY,
     SOPS_BIN,
-    RunningBroker,
     SecretsRepo,
-    bearer,
     make_secrets_repo,
-    make_token,
-    minute_with_room,
-    start_broker,
-    stop_broker,
 )
-from schemathesis.config import SchemathesisConfig
-from schemathesis.specs.openapi.checks import missing_required_header
+from support.tokens import bearer, make_token, minute_with_room
 
 from broker.config import Config, Keyring, SecretValue
 from broker.web.openapi import build_document

@@ -19,7 +19,9 @@ import pytest
 import requests
 import responses
 import urllib3
-from conftest import DEV_SECRETS, bearer, git, make_token, read_audit, start_broker, stop_broker
+from support.brokers import read_audit, start_broker, stop_broker
+from support.repos import DEV_SECRETS, git
+from support.tokens import bearer, make_token
 
 from cli.client import (
     BadRequest,

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SecretsRepo
 from ruamel.yaml.error import YAMLError
+from support.repos import SecretsRepo
 
 from broker.errors import FileRefused
 from broker.store import history

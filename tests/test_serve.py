@@ -13,15 +13,8 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from conftest import (
-    bearer,
-    broker_env,
-    free_port,
-    make_token,
-    read_audit,
-    start_broker,
-    stop_broker,
-)
+from support.brokers import broker_env, free_port, read_audit, start_broker, stop_broker
+from support.tokens import bearer, make_token
 
 
 def serve(config, port: int) -> subprocess.CompletedProcess[str]:

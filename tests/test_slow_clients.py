@@ -12,7 +12,8 @@ from contextlib import contextmanager
 
 import pytest
 import requests
-from conftest import bearer, make_token, start_broker, stop_broker
+from support.brokers import start_broker, stop_broker
+from support.tokens import bearer, make_token
 
 SLOW = 64  # connections that trickle or idle at once
 PROMPT_SECONDS = 1.0

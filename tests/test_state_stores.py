@@ -7,7 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from conftest import bearer, make_token, start_broker, stop_broker
+from support.brokers import start_broker, stop_broker
+from support.tokens import bearer, make_token
 
 from broker.errors import StateUnavailable
 from broker.state.redis import RedisTokenState

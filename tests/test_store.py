@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import DEV_SECRETS, SOPS_BIN, SecretsRepo, git
+from support.repos import DEV_SECRETS, SOPS_BIN, SecretsRepo, git
 
 from broker.errors import BadRequest, NotFound
 from broker.store.git import Answer
@@ -115,7 +115,7 @@ def test_a_relative_ref_is_resolved_by_git_on_every_call(secrets_repo: SecretsRe
 
 
 def test_a_ref_with_no_commit_is_not_found(tmp_path: Path, age_key):
-    from conftest import make_secrets_repo
+    from support.repos import make_secrets_repo
 
     repo = make_secrets_repo(tmp_path / "empty", age_key.recipient)
     tree = open_tree(repo.secrets_dir, "HEAD")

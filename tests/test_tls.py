@@ -7,7 +7,8 @@ import sys
 
 import pytest
 import requests
-from conftest import bearer, broker_env, make_token, read_audit, start_broker, stop_broker
+from support.brokers import broker_env, read_audit, start_broker, stop_broker
+from support.tokens import bearer, make_token
 
 
 def test_mutual_tls_reads_and_audits_the_client_certificate(config, tmp_path, pki):

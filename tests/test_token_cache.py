@@ -7,7 +7,7 @@ import inspect
 import time
 
 import pytest
-from conftest import make_token
+from support.tokens import make_token
 
 import broker.tokens.verified as token_cache
 from broker.config import Config

@@ -7,7 +7,9 @@ import time
 import jwt
 import pytest
 import requests
-from conftest import SIGNING_KEY, bearer, make_token, read_audit
+from support.brokers import read_audit
+from support.repos import SIGNING_KEY
+from support.tokens import bearer, make_token
 
 from broker.config import Config, ConfigError
 from broker.scope import PERMISSIONS

@@ -16,16 +16,6 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import (
-    RunningBroker,
-    bearer,
-    git,
-    make_secrets_repo,
-    make_token,
-    minute_with_room,
-    start_broker,
-    stop_broker,
-)
 from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
@@ -33,7 +23,10 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
-from test_rotation import sops_set
+from support.aged import sops_set
+from support.brokers import RunningBroker, start_broker, stop_broker
+from support.repos import git, make_secrets_repo
+from support.tokens import bearer, make_token, minute_with_room
 
 from broker.config import Config
 from broker.scope import Scope

@@ -1,5 +1,6 @@
-"""Real things for the Node SDK's tests, built with the Python suite's own fixtures
-(tests/conftest.py, tests/agekeys.py) so that sops and age are not re-implemented in JS.
+"""Real things for the Node SDK's tests, built with the Python suite's own helpers
+(tests/support/repos.py, tests/support/agekeys.py) so that sops and age are not
+re-implemented in JS.
 Run with the project's venv; prints one JSON object.
 
     fixtures.py repo DIR   an age identity and a Git repository of sops files: dev and prod,
@@ -17,8 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from agekeys import generate_age_key  # noqa: E402
-from conftest import DEV_SECRETS, PROD_SECRETS, make_secrets_repo  # noqa: E402
+from support.agekeys import generate_age_key  # noqa: E402
+from support.repos import DEV_SECRETS, PROD_SECRETS, make_secrets_repo  # noqa: E402
 
 NEW_PORT = 9090
 
