@@ -34,6 +34,7 @@ from typing import Any
 import pytest
 import requests
 import schemathesis
+from hypothesis import HealthCheck, given, settings
 from schemathesis.config import SchemathesisConfig
 from schemathesis.specs.openapi.checks import missing_required_header
 from support.agekeys import AgeKey
@@ -258,19 +259,32 @@ def test_every_webhook_answer_conforms(case: Any, remote_broker: RunningBroker) 
 def test_the_admin_pass_reached_every_endpoints_success(
     admin_broker: RunningBroker, bench: Bench
 ) -> None:
-    successes = {r["event"] for r in bench.audit_trail("admin") if r["status"] < 300}
-    expected = {
-        "token.generate",
-        "token.revoke",
-        "token.revoke_self",
-        "secret.read",
-        "secret.list",
-        "secret.batch",
-        "secret.history",
-        "audit.export",
-        "rotation.check",
-    }
-    assert expected <= successes
+    """The admin pass starts from the document's own examples (its explicit phase); those
+    cases alone reach every endpoint's success, so each 2xx answer is held to the document
+    whatever the fuzzing draws. The cases are sent here (it needs no other test's trail)."""
+    reached: dict[str, set[int]] = {}
+
+    def sender(statuses: set[int]) -> Any:
+        def send(case: Any) -> None:
+            token = make_token(bench.config, subject="schemathesis-examples")
+            response = case.call_and_validate(base_url=admin_broker.url, headers=bearer(token))
+            statuses.add(response.status_code)
+
+        return send
+
+    for result in admin.get_all_operations():
+        operation = result.ok()
+        send = sender(reached.setdefault(operation.label, set()))
+        for strategy in operation.get_strategies_from_examples() or [operation.as_strategy()]:
+            bounded = settings(
+                max_examples=3,
+                derandomize=True,
+                database=None,
+                suppress_health_check=list(HealthCheck),
+            )
+            bounded(given(strategy)(send))()
+    succeeded = {label for label, statuses in reached.items() if any(s < 300 for s in statuses)}
+    assert set(reached) - succeeded == set(), reached
 
 
 def test_the_anonymous_pass_met_both_401_and_the_throttles_429(
