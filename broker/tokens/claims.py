@@ -102,7 +102,12 @@ def _is_int(value: object) -> bool:
 
 
 def new_jti() -> str:
-    return secrets.token_urlsafe(24)  # 192 random bits
+    """192 random bits, URL-safe, never beginning with "-": a jti is pasted on command
+    lines (`vanta-cli token revoke JTI`), where a leading "-" reads as an option."""
+    while True:
+        jti = secrets.token_urlsafe(24)
+        if not jti.startswith("-"):
+            return jti
 
 
 def mint(

@@ -361,6 +361,7 @@ def _lookup_json(claims: TokenClaims, verdict: Verdict, broker_url: str) -> dict
     epilog="""\b
 Examples:
   vanta-cli token revoke 9iV0cD5q...           # by jti, with VANTA_TOKEN as the issuer
+  vanta-cli token revoke -- -Xf3k...           # a jti minted elsewhere that begins with -
   vanta-cli token revoke --self --token-file leaked.jwt
 """,
 )
