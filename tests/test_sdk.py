@@ -12,7 +12,6 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Callable
 from datetime import datetime
 
 import pytest
@@ -20,6 +19,7 @@ import requests
 import responses
 import urllib3
 from support.brokers import read_audit, start_broker, stop_broker
+from support.clock import ManualClock
 from support.repos import DEV_SECRETS, git
 from support.tokens import bearer, make_token
 
@@ -57,14 +57,6 @@ def sdk(url: str, token: str, **options) -> VaultClient:
     return VaultClient(url, token, environ={}, **options)
 
 
-def poll(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 # -- the cache ---------------------------------------------------------------------------------
 
 
@@ -83,9 +75,12 @@ def test_a_one_use_token_reads_twice_within_the_ttl_with_one_request(running_bro
 
 def test_after_the_ttl_the_broker_is_asked_again(running_broker, config):
     token = make_token(config, environment="dev", usage_limit=1)
-    client = sdk(running_broker.url, token, cache_ttl=0.5)
+    clock = ManualClock()
+    client = sdk(running_broker.url, token, cache_ttl=30, clock=clock)
     assert client.get("dev", "PORT").value == 8080
-    time.sleep(0.5)  # waiting out the TTL is the point of this test
+    clock.advance(29.9)
+    assert client.get("dev", "PORT").value == 8080  # still cached: no use spent
+    clock.advance(0.1)
     with pytest.raises(UsageExhausted):
         client.get("dev", "PORT")
     assert len(reads_of(config, "PORT")) == 2
@@ -164,36 +159,31 @@ def test_a_bad_token_is_one_request(running_broker, config):
 def test_with_the_broker_killed_the_cache_serves_until_max_stale_then_the_error(
     config, tmp_path, caplog
 ):
-    max_stale = 6.0  # room for the broker's shutdown before the first stale read
+    clock = ManualClock()
     broker = start_broker(config, tmp_path, workers=1)
     try:
-        client = sdk(broker.url, make_token(config), cache_ttl=0.3, max_stale=max_stale, retries=1)
-        fetched_after = time.monotonic()
+        client = sdk(
+            broker.url,
+            make_token(config),
+            cache_ttl=30,
+            max_stale=300,
+            retries=1,
+            breaker_threshold=0,
+            clock=clock,
+        )
         assert client.get("dev", "DATABASE_URL").value == DEV_SECRETS["DATABASE_URL"]
-        fetched_before = time.monotonic()
     finally:
         stop_broker(broker)
     caplog.set_level(logging.WARNING, logger="cli.client")
-    outcomes: list[tuple[float, float, object]] = []  # (started, ended, value or error)
-
-    def call() -> bool:
-        started = time.monotonic()
-        try:
-            outcome: object = client.get("dev", "DATABASE_URL").value
-        except BrokerUnavailable as exc:
-            outcome = exc
-        outcomes.append((started, time.monotonic(), outcome))
-        return isinstance(outcome, BrokerUnavailable)
-
-    poll(call, "the stale answer to expire", timeout=30)
-    served = [o for o in outcomes if o[2] == DEV_SECRETS["DATABASE_URL"]]
-    # served means at most max_stale old when looked at; failed, older than that
-    assert served and all(started <= fetched_before + max_stale for started, _, _ in served)
-    _, failed_by, error = outcomes[-1]
-    assert failed_by > fetched_after + max_stale
-    assert "cannot reach the broker" in str(error) or "circuit open" in str(error)
-    assert len(served) == len(outcomes) - 1
+    for age in (30, 120, 299.9):  # past the TTL: the broker is asked, fails, stale is served
+        clock.now = 1000.0 + age
+        assert client.get("dev", "DATABASE_URL").value == DEV_SECRETS["DATABASE_URL"]
+    clock.now = 1000.0 + 300.1
+    with pytest.raises(BrokerUnavailable) as caught:
+        client.get("dev", "DATABASE_URL")
+    assert "cannot reach the broker" in str(caught.value)
     stale = [r for r in caplog.records if "serving a cached answer" in r.getMessage()]
+    assert len(stale) == 3
     assert stale and "GET /api/v1/vault/dev/DATABASE_URL" in stale[0].getMessage()
     assert all(DEV_SECRETS["DATABASE_URL"] not in r.getMessage() for r in caplog.records)
 
@@ -201,14 +191,17 @@ def test_with_the_broker_killed_the_cache_serves_until_max_stale_then_the_error(
 def test_a_503_answer_serves_the_stale_value_but_a_404_does_not(
     running_broker, config, secrets_repo, caplog
 ):
-    client = sdk(running_broker.url, make_token(config), cache_ttl=0.3, max_stale=60, retries=0)
+    clock = ManualClock()
+    client = sdk(
+        running_broker.url, make_token(config), cache_ttl=30, max_stale=60, retries=0, clock=clock
+    )
     assert client.get("dev", "PORT").value == 8080
     (secrets_repo.secrets_dir / "dev.enc.yaml").write_text("PORT: 1\nsops: {}\n")
     secrets_repo.commit("secrets: break dev")
     fresh = sdk(running_broker.url, make_token(config), cache_ttl=0)
     with pytest.raises(DecryptFailed):
         fresh.get("dev", "PORT")
-    time.sleep(0.3)  # past the TTL
+    clock.advance(30)  # past the TTL
     caplog.set_level(logging.WARNING, logger="cli.client")
     assert client.get("dev", "PORT").value == 8080
     assert "503 decrypt_failed" in caplog.records[-1].getMessage()
@@ -408,13 +401,15 @@ def accepted(listener: socket.socket) -> int:
 
 
 def test_after_the_cooldown_one_trial_goes_while_the_others_fail_fast(running_broker, config):
+    clock = ManualClock()
     client = sdk(
         running_broker.url,
         make_token(config),
         retries=0,
         cache_ttl=0,
         breaker_threshold=3,
-        breaker_cooldown=2,  # the calls meant to meet an open breaker come well within it
+        breaker_cooldown=30,
+        clock=clock,
     )
     url = running_broker.url + PORT_PATH
     trial_started, release = threading.Event(), threading.Event()
@@ -435,7 +430,11 @@ def test_after_the_cooldown_one_trial_goes_while_the_others_fail_fast(running_br
         with pytest.raises(BrokerUnavailable, match="circuit open"):
             client.get("dev", "PORT")
         assert len(scripted.calls) == 3
-        poll(lambda: client.breaker_state == "half-open", "the cooldown to pass")
+        clock.advance(29.9)
+        with pytest.raises(BrokerUnavailable, match=r"next try in 0\.1s"):
+            client.get("dev", "PORT")
+        clock.advance(0.1)
+        assert client.breaker_state == "half-open"
         trial_result: list[object] = []
         trial = threading.Thread(target=lambda: trial_result.append(client.get("dev", "PORT")))
         trial.start()
@@ -452,13 +451,15 @@ def test_after_the_cooldown_one_trial_goes_while_the_others_fail_fast(running_br
 
 
 def test_a_failed_trial_opens_the_breaker_again(running_broker, config):
+    clock = ManualClock()
     client = sdk(
         running_broker.url,
         make_token(config),
         retries=0,
         cache_ttl=0,
         breaker_threshold=1,
-        breaker_cooldown=2,  # the calls meant to meet an open breaker come well within it
+        breaker_cooldown=30,
+        clock=clock,
     )
     url = running_broker.url + PORT_PATH
     with responses.RequestsMock() as scripted:
@@ -468,11 +469,13 @@ def test_a_failed_trial_opens_the_breaker_again(running_broker, config):
             client.get("dev", "PORT")
         with pytest.raises(BrokerUnavailable, match="circuit open"):
             client.get("dev", "PORT")
-        poll(lambda: client.breaker_state == "half-open", "the cooldown to pass")
+        clock.advance(30)
+        assert client.breaker_state == "half-open"
         with pytest.raises(BrokerError) as caught:  # the trial: a 504
             client.get("dev", "PORT")
         assert caught.value.status == 504
-        with pytest.raises(BrokerUnavailable, match=r"next try in (1\.\d|2\.0)s"):
+        assert client.breaker_state == "open"
+        with pytest.raises(BrokerUnavailable, match=r"next try in 30\.0s"):
             client.get("dev", "PORT")
         assert len(scripted.calls) == 2
 
@@ -497,11 +500,17 @@ def test_any_other_answer_resets_the_failure_count(running_broker, config):
 
 
 def test_an_open_breaker_still_serves_stale_answers(running_broker, config):
+    clock = ManualClock()
     client = sdk(
-        running_broker.url, make_token(config), cache_ttl=0.2, retries=0, breaker_threshold=1
+        running_broker.url,
+        make_token(config),
+        cache_ttl=30,
+        retries=0,
+        breaker_threshold=1,
+        clock=clock,
     )
     assert client.get("dev", "PORT").value == 8080
-    time.sleep(0.2)  # past the TTL
+    clock.advance(30)  # past the TTL
     with responses.RequestsMock() as scripted:
         scripted.add(responses.GET, running_broker.url + PORT_PATH, status=502)
         assert client.get("dev", "PORT").value == 8080  # the 502 opens the breaker
@@ -626,13 +635,20 @@ def test_sixteen_threads_share_one_client_and_one_request_per_key(config, tmp_pa
 def test_sixteen_threads_get_stale_answers_together_when_the_broker_dies(config, tmp_path):
     broker = start_broker(config, tmp_path, workers=1)
     keys = ["DATABASE_URL", "PORT"]
+    clock = ManualClock()
     client = sdk(
-        broker.url, make_token(config), cache_ttl=0.2, max_stale=60, retries=1, breaker_threshold=3
+        broker.url,
+        make_token(config),
+        cache_ttl=30,
+        max_stale=60,
+        retries=1,
+        breaker_threshold=3,
+        clock=clock,
     )
     for key in keys:
         client.get("dev", key)
     stop_broker(broker)
-    time.sleep(0.2)  # past the TTL
+    clock.advance(30)  # past the TTL
     start = threading.Barrier(16)
     results: list[object] = []
 

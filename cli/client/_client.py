@@ -3,7 +3,8 @@ retries, circuit breaker). Its public names are exported by `cli.client`."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -57,7 +58,8 @@ class VaultClient:
     memory (0: no cache); `max_stale` how old a cached answer may be when it is served
     because the broker fails; `retries` how many attempts follow the first (waits drawn
     from 0 to min(`backoff_max`, `backoff` * 2**n)); after `breaker_threshold` failed
-    calls in a row (0: never) calls fail fast for `breaker_cooldown` seconds.
+    calls in a row (0: never) calls fail fast for `breaker_cooldown` seconds. `clock`
+    (seconds, only ever compared) times the cache and the breaker; a test may pass its own.
     """
 
     def __init__(
@@ -78,15 +80,16 @@ class VaultClient:
         client_cert: ClientCert | None = None,
         client_key: str | None = None,
         environ: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._cache: AnswerCache[requests.Response] = AnswerCache(cache_ttl, max_stale)
+        self._cache: AnswerCache[requests.Response] = AnswerCache(cache_ttl, max_stale, clock)
         self._transport = Transport(
             resolve(url, token, ca_bundle, client_cert, client_key, environ),
             session=session,
             timeout=timeout,
             retry=RetryPolicy(retries, backoff, backoff_max),
             cache=self._cache,
-            breaker=CircuitBreaker(breaker_threshold, breaker_cooldown),
+            breaker=CircuitBreaker(breaker_threshold, breaker_cooldown, clock),
         )
         self.url = self._transport.url
         self.session = self._transport.session
