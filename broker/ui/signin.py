@@ -27,6 +27,7 @@ from broker.ui.session import (
     new_browser_id,
     new_session_id,
 )
+from broker.web.bodies import anonymous_body
 from broker.web.parts import parts
 
 SECURITY_HEADERS = {
@@ -168,8 +169,14 @@ def require(claims: Claims, permission: str) -> None:
         raise PermissionDenied(f"this token lacks {permission}")
 
 
+def _form() -> Any:
+    """The posted form, read in this worker's turn for bodies of unknown senders."""
+    with anonymous_body():
+        return request.form
+
+
 def _check_csrf() -> None:
-    if not sealer().csrf_valid(request.cookies.get(BROWSER_COOKIE), request.form.get("csrf")):
+    if not sealer().csrf_valid(request.cookies.get(BROWSER_COOKIE), _form().get("csrf")):
         raise BadRequest("the form's CSRF token is missing or was issued to another browser")
 
 
@@ -183,9 +190,10 @@ def login_form() -> Response:
 
 @ui.post("/login")
 def login() -> Any:
-    if not sealer().csrf_valid(request.cookies.get(BROWSER_COOKIE), request.form.get("csrf")):
+    form = _form()
+    if not sealer().csrf_valid(request.cookies.get(BROWSER_COOKIE), form.get("csrf")):
         return _login_refused(400, "This form was not issued to this browser. Please try again.")
-    token = request.form.get("token", "").strip()
+    token = form.get("token", "").strip()
     if token[:7].lower() == "bearer ":
         token = token[7:].strip()
     claims = verified_claims(token)
