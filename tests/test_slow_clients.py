@@ -47,6 +47,7 @@ def trickling(
     body: bool = False,
     path: str = "/api/v1/vault/dev/batch",
     content_type: str = "application/json",
+    token: str | None = None,
 ) -> Iterator[list]:
     """`count` connections that send a request line, then one header line every `every`
     seconds (or, with `body`, a POST's body to `path` a byte at a time), never finishing."""
@@ -57,6 +58,7 @@ def trickling(
         if body:
             conn.sendall(
                 b"POST %s HTTP/1.1\r\nHost: vault\r\n" % path.encode()
+                + (b"Authorization: Bearer %s\r\n" % token.encode() if token else b"")
                 + b"Content-Type: %s\r\nContent-Length: 1000\r\n\r\n{" % content_type.encode()
             )
         else:
@@ -184,6 +186,29 @@ def test_trickled_sign_in_forms_do_not_stop_the_broker(broker, config):
         r = requests.post(f"{broker.url}/ui/login", data={"token": token}, timeout=5)
         assert time.monotonic() - started < PROMPT_SECONDS
         assert r.status_code in (400, 429)  # no CSRF cookie: 400 if it had its turn
+
+
+def test_a_token_holders_trickled_bodies_do_not_stop_the_broker(broker, config):
+    """Bodies take turns in a worker: a token holder trickling batch requests holds one
+    thread of a worker at most; reads go on, and a whole batch request meanwhile is
+    answered at once (its data, or 429 when a trickler has the worker's turn)."""
+    token = make_token(config, environment="dev")
+    with trickling(broker.url, 8, every=0.5, body=True, token=token):
+        time.sleep(0.5)  # every slow connection has sent its head and part of a body
+        _assert_answered_promptly(broker.url, token)
+        for _ in range(4):
+            started = time.monotonic()
+            r = requests.post(
+                f"{broker.url}/api/v1/vault/dev/batch",
+                json={"keys": ["PORT"]},
+                headers=bearer(token),
+                timeout=5,
+            )
+            assert time.monotonic() - started < PROMPT_SECONDS
+            assert r.status_code in (200, 429), r.text
+            if r.status_code == 429:
+                assert r.json()["error"]["code"] == "rate_limited"
+                assert r.headers["Retry-After"] == "1"
 
 
 @pytest.mark.parametrize("server", ["granian", "gunicorn"])

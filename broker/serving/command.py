@@ -20,8 +20,9 @@ from broker.config import Config, ConfigError, drop_secret_variables
 from broker.serving import SERVERS, ServeOptions, run
 
 # Threads per worker that run the app. Two: a read waiting on sops (a cold or
-# VANTA_DECRYPT_CACHE=off read) does not stall the worker; slow clients never take one
-# (the server holds them until their request is whole).
+# VANTA_DECRYPT_CACHE=off read) does not stall the worker, and a body trickling in holds one
+# of them at most (bodies are read in turns: broker.web.bodies); slow heads never take one
+# (the server holds them until the head is whole).
 DEFAULT_THREADS = 2
 
 
@@ -102,7 +103,8 @@ def main() -> None:
     default=DEFAULT_THREADS,
     show_default=True,
     type=click.IntRange(1, 256),
-    help="Threads per worker that run requests.",
+    help="Threads per worker that run requests; with 2 or more, one stays free while a "
+    "client trickles a request body.",
 )
 @click.option(
     "--server",

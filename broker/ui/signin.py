@@ -27,7 +27,7 @@ from broker.ui.session import (
     new_browser_id,
     new_session_id,
 )
-from broker.web.bodies import anonymous_body
+from broker.web.bodies import body_turn
 from broker.web.parts import parts
 
 SECURITY_HEADERS = {
@@ -170,8 +170,8 @@ def require(claims: Claims, permission: str) -> None:
 
 
 def _form() -> Any:
-    """The posted form, read in this worker's turn for bodies of unknown senders."""
-    with anonymous_body():
+    """The posted form, read in its turn (broker.web.bodies)."""
+    with body_turn():
         return request.form
 
 

@@ -26,6 +26,7 @@ from broker.state.sqlite import MintedToken
 from broker.store.history import history_answer
 from broker.store.tree import Snapshot
 from broker.tokens.claims import Claims, MintRequest, mint, mint_answer
+from broker.web.bodies import body_turn
 from broker.web.endpoints import Answer, Endpoint, Param, route, schema
 from broker.web.parts import parts
 from broker.web.responses import BrokerResponse
@@ -161,13 +162,14 @@ def count_use(claims: Claims) -> None:
 
 def read_body() -> bytes:
     """The raw body, at most 1 MiB: PayloadTooLarge beyond, with or without a length."""
-    if request.content_length is None:
+    with body_turn():
+        if request.content_length is not None:
+            return request.get_data(cache=False)
         # A chunked body: Werkzeug would silently cut it at the limit; measure it here.
         data = request.environ["wsgi.input"].read(MAX_BODY_BYTES + 1)
-        if len(data) > MAX_BODY_BYTES:
-            raise PayloadTooLarge()
-        return data
-    return request.get_data(cache=False)
+    if len(data) > MAX_BODY_BYTES:
+        raise PayloadTooLarge()
+    return data
 
 
 def read_json_object() -> dict[str, Any]:

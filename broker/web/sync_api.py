@@ -12,7 +12,7 @@ from flask import Blueprint, Response, request
 from broker.errors import AuditUnavailable, NotFound, SignatureInvalid, SyncFailed, SyncRefused
 from broker.store.remote import SyncOutcome
 from broker.web.api import audit, json_response
-from broker.web.bodies import anonymous_body
+from broker.web.bodies import body_turn
 from broker.web.endpoints import Answer, Endpoint, Param, route, schema
 from broker.web.parts import parts
 
@@ -58,7 +58,7 @@ def sync_webhook() -> Response:
     mirror, secret = parts().mirror, parts().config.webhook_secret
     if mirror is None or secret is None:
         raise NotFound("no such endpoint")
-    with anonymous_body():
+    with body_turn():
         body = request.get_data(cache=False)  # the payload itself is not needed: we fetch
     expected = (
         b"sha256=" + hmac.new(secret.reveal().encode(), body, hashlib.sha256).hexdigest().encode()
