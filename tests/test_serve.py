@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import os
 import signal
 import socket
 import subprocess
@@ -241,6 +243,68 @@ def test_sigterm_under_load_loses_no_acknowledged_request(config, tmp_path, serv
     audited = {record["request_id"] for record in read_audit(config)}
     assert len(answered) >= 200 and set(answered) <= audited
     assert "Traceback" not in broker.log()
+
+
+def _workers(server_pid: int) -> list[int]:
+    children = Path(f"/proc/{server_pid}/task/{server_pid}/children").read_text().split()
+    return [int(pid) for pid in children if "serve" in Path(f"/proc/{pid}/cmdline").read_text()]
+
+
+def _gone(pid: int, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].startswith("Z"):
+                return True  # exited; its parent has not reaped it yet
+        except FileNotFoundError:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_ctrl_c_stops_the_server_and_every_worker_at_once(config, tmp_path):
+    """Ctrl-C signals the terminal's whole foreground group: each worker gets SIGINT, then
+    SIGTERM from the server. Workers once hung on the second signal until the server killed
+    them 10 s later (one Ctrl-C in three); each try here must stop at once and cleanly."""
+    for _ in range(2):
+        broker = start_broker(config, tmp_path, own_process_group=True)
+        started = time.monotonic()
+        os.killpg(broker.process.pid, signal.SIGINT)
+        broker.process.wait(timeout=30)
+        assert time.monotonic() - started < 5, broker.log()
+        assert "refused to gracefully stop" not in broker.log()
+        assert "Traceback" not in broker.log()
+
+
+def test_a_worker_signalled_again_and_again_stops_at_once(config, tmp_path):
+    """SIGINT and SIGTERM back to back, over and over (Ctrl-C, then the server, then a
+    service manager signalling the whole group): the worker stops, and only once."""
+    broker = start_broker(config, tmp_path)
+    try:
+        worker = _workers(broker.process.pid)[0]
+        for _ in range(3):
+            os.kill(worker, signal.SIGINT)
+            os.kill(worker, signal.SIGTERM)
+        assert _gone(worker, within=5), "a worker signalled again and again hung"
+    finally:
+        stop_broker(broker)
+
+
+def test_a_worker_stops_when_the_signal_lands_on_a_thread_not_its_main_one(config, tmp_path):
+    """The kernel hands a process's signal to any of its threads. One that lands on a
+    worker's Rust thread must stop the worker too, not wait for its idle main thread."""
+    broker = start_broker(config, tmp_path)
+    try:
+        worker = _workers(broker.process.pid)[0]
+        tasks = Path(f"/proc/{worker}/task")
+        rust = next(
+            int(t.name) for t in tasks.iterdir() if (t / "comm").read_text().startswith("tokio")
+        )
+        libc = ctypes.CDLL(None, use_errno=True)
+        assert libc.tgkill(worker, rust, signal.SIGTERM) == 0
+        assert _gone(worker, within=5), "the worker ignored a SIGTERM taken by its Rust thread"
+    finally:
+        stop_broker(broker)
 
 
 _ENVIRON_PROBE = """

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -52,5 +55,73 @@ def serve(config: Config, options: ServeOptions) -> None:
     # The loader runs in each worker; a partial of module-level names survives any start
     # method (fork today; spawn pickles it).
     server.serve(
-        target_loader=functools.partial(load_app, config, options.access_log), wrap_loader=False
+        target_loader=functools.partial(load_worker, config, options.access_log),
+        wrap_loader=False,
     )
+
+
+def load_worker(config: Config, access_log: bool) -> Any:
+    """The app, built in a granian worker's main thread before granian starts serving."""
+    stop_on_the_first_signal()
+    relay_signals_to_the_main_thread()
+    return load_app(config, access_log)
+
+
+def stop_on_the_first_signal() -> None:
+    """granian's worker handler for SIGINT/SIGTERM puts "stop" in a channel with room for
+    one, on the main thread, holding the GIL. A third signal before granian has taken the
+    first blocks that handler, and granian needs the GIL to take it: the worker hung until
+    the server killed it (Ctrl-C reaches every process of the terminal's group and the
+    server then sends each worker SIGTERM; systemd signals a service's whole cgroup). And a
+    signal that came while the app loaded met the server's handler, inherited through
+    fork, and was lost. So a handler is set now, and the one granian sets after this
+    loader asks to stop once, at the first signal, whenever it came."""
+    import granian._signals as granian_signals
+    from granian._granian import WorkerSignal
+
+    stop = WorkerSignal()
+    asked = armed = False
+
+    def handler(signum: int, frame: Any) -> None:
+        nonlocal asked  # handlers run one at a time, on the main thread
+        if not asked:
+            asked = True
+            if armed:
+                stop.set()
+
+    def set_sync_signals() -> Any:
+        nonlocal armed
+        armed = True
+        if asked:
+            stop.set()
+        return stop
+
+    granian_signals.set_main_signals(handler)
+    granian_signals.set_sync_signals = set_sync_signals
+
+
+# Interrupts the main thread's wait so that it runs the handlers of the signals caught.
+_NUDGE = signal.SIGUSR2
+
+
+def relay_signals_to_the_main_thread() -> None:
+    """A granian worker waits for SIGINT or SIGTERM in its main thread, blocked on a lock,
+    and stops when the handler granian installed there runs. The kernel hands a signal sent
+    to the process to any of its threads, often one of granian's Rust threads; Python's
+    handler then runs only once the main thread wakes, which an idle main thread never does:
+    one Ctrl-C in three left a worker running until granian killed it GRACEFUL_SECONDS later,
+    requests in flight included. Python writes each signal it catches to a wakeup fd; a
+    daemon thread reading it nudges the main thread, which then runs the pending handler."""
+    reader, writer = os.pipe()  # plain descriptors: open as long as the worker lives
+    os.set_blocking(writer, False)
+    signal.signal(_NUDGE, lambda *_: None)  # a handler, so that the nudge interrupts the wait
+    signal.set_wakeup_fd(writer, warn_on_full_buffer=False)
+    main = threading.main_thread().ident
+    assert main is not None
+
+    def relay() -> None:
+        while caught := os.read(reader, 64):
+            if any(signum != _NUDGE for signum in caught):
+                signal.pthread_kill(main, _NUDGE)
+
+    threading.Thread(target=relay, name="vanta-signal-relay", daemon=True).start()

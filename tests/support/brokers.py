@@ -64,6 +64,7 @@ def start_broker(
     extra_args: list[str] | None = None,
     scheme: str = "http",
     health_kwargs: dict[str, Any] | None = None,
+    own_process_group: bool = False,
 ) -> RunningBroker:
     port = free_port()
     log_path = tmp_path / f"broker-{port}.log"
@@ -82,6 +83,7 @@ def start_broker(
         env={**broker_env(config), **(extra_env or {})},
         stdout=log_path.open("wb"),
         stderr=subprocess.STDOUT,
+        start_new_session=own_process_group,  # as a terminal's foreground job is
     )
     url = f"{scheme}://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
