@@ -106,12 +106,12 @@ _NUDGE = signal.SIGUSR2
 
 def relay_signals_to_the_main_thread() -> None:
     """A granian worker waits for SIGINT or SIGTERM in its main thread, blocked on a lock,
-    and stops when the handler granian installed there runs. The kernel hands a signal sent
-    to the process to any of its threads, often one of granian's Rust threads; Python's
-    handler then runs only once the main thread wakes, which an idle main thread never does:
-    one Ctrl-C in three left a worker running until granian killed it GRACEFUL_SECONDS later,
-    requests in flight included. Python writes each signal it catches to a wakeup fd; a
-    daemon thread reading it nudges the main thread, which then runs the pending handler."""
+    and stops when the handler set there runs. The kernel hands a signal sent to the process
+    to any of its threads, one of granian's Rust threads among them; Python's handler then
+    runs only once the main thread wakes, which an idle one never does, and the worker ran
+    on until the server killed it GRACEFUL_SECONDS later. Python writes each signal it
+    catches to a wakeup fd; a daemon thread reading it nudges the main thread, which then
+    runs the pending handler."""
     reader, writer = os.pipe()  # plain descriptors: open as long as the worker lives
     os.set_blocking(writer, False)
     signal.signal(_NUDGE, lambda *_: None)  # a handler, so that the nudge interrupts the wait

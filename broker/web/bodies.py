@@ -6,7 +6,7 @@ so tricklers hold one thread of a worker at most and its other threads go on ans
 everything else (reads carry no body). A body that cannot have its turn soon is answered
 429 at once: a normal body is in memory already and takes microseconds to read, so only a
 trickled one keeps the turn. On gunicorn the broker's worker has gathered every body
-before the app runs, and a turn is never waited for."""
+before the app runs, so every turn is that short."""
 
 from __future__ import annotations
 
